@@ -1,0 +1,64 @@
+"""FHIR JSON in and out, keeping decimal precision (`1.50` stays `1.50`, as R4 requires)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import simplejson
+
+from adapter.fhir.types import JsonObject
+
+
+class JsonSyntaxError(ValueError):
+    def __init__(self, msg: str, line: int, column: int):
+        super().__init__(msg)
+        self.line = line
+        self.column = column
+
+
+def loads(data: bytes | str) -> Any:
+    """Parses JSON with decimals as `Decimal`. Rejects NaN/Infinity and duplicate keys."""
+
+    def _no_constant(name: str) -> Any:
+        raise JsonSyntaxError(f"{name} is not valid JSON", 0, 0)
+
+    def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise JsonSyntaxError(f"duplicate property {k!r}", 0, 0)
+            out[k] = v
+        return out
+
+    try:
+        return simplejson.loads(
+            data,
+            use_decimal=True,
+            object_pairs_hook=_pairs,
+            parse_constant=_no_constant,
+        )
+    except simplejson.JSONDecodeError as exc:
+        raise JsonSyntaxError(exc.msg, exc.lineno, exc.colno) from exc
+    except UnicodeDecodeError as exc:
+        raise JsonSyntaxError("payload is not UTF-8", 0, 0) from exc
+    except RecursionError as exc:
+        raise JsonSyntaxError("JSON nested too deeply", 0, 0) from exc
+
+
+def dumps(obj: JsonObject | list[Any], *, indent: int | None = None) -> str:
+    return str(
+        simplejson.dumps(obj, use_decimal=True, ensure_ascii=False, indent=indent, separators=None
+                         if indent else (",", ":"))
+    )
+
+
+def to_plain(obj: Any) -> Any:
+    """Decimals to int/float, for libraries (fhirpathpy, pydantic) that want plain JSON types."""
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Decimal):
+        return int(obj) if obj == obj.to_integral_value() and "." not in str(obj) else float(obj)
+    return obj

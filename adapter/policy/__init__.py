@@ -1,0 +1,8 @@
+"""Policy: service rules from the seed documents, as cited rule packs. Judges; never persists."""
+
+from __future__ import annotations
+
+from adapter.policy.engine import PolicyEngine
+from adapter.policy.rulepack import Rule, RulePack, load_pack, load_packs
+
+__all__ = ["PolicyEngine", "Rule", "RulePack", "load_pack", "load_packs"]
