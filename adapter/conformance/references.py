@@ -1,49 +1,104 @@
-"""Reference checks: literal format, and resolution inside the Bundle (or the store when asked)."""
+"""Reference checks: literal format, allowed target types, resolution in the Bundle or the store.
+
+The walk (structure.py) hands over every Reference with the target types its element allows. A
+contained `#id` must resolve inside the resource, a `urn:uuid` inside the Bundle; a relative
+reference must resolve only when the resource travels in a Bundle that holds it or the caller asks
+for store existence (`ValidationContext.check_store_references`).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from typing import Final
+
+from adapter.conformance.structure import FoundReference
 from adapter.context import ValidationContext
-from adapter.fhir.references import iter_references, parse_reference
+from adapter.fhir.references import parse_reference
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 
 
-def reference_issues(resource: JsonObject, ctx: ValidationContext) -> list[Issue]:
-    root = str(resource.get("resourceType", "Resource"))
-    contained_ids = {
-        c.get("id") for c in resource.get("contained") or [] if isinstance(c, dict)
-    }
+#: Absolute URLs that are not RESTful FHIR URLs are legal references (R4 references.html §2.3.0.2).
+_ABSOLUTE_URL: Final = re.compile(r"^[a-z][a-z0-9+.\-]*://\S+$")
+
+
+def _contained_type(resource: JsonObject, cid: str | None) -> str | None | bool:
+    """The type of contained resource `cid`; False if there is none with that id."""
+    for c in resource.get("contained") or []:
+        if isinstance(c, dict) and c.get("id") == cid:
+            rt = c.get("resourceType")
+            return rt if isinstance(rt, str) else None
+    return False
+
+
+def _bundle_full_urls(bundle: JsonObject | None) -> dict[str, JsonObject]:
+    out: dict[str, JsonObject] = {}
+    if not bundle:
+        return out
+    for entry in bundle.get("entry") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict) and isinstance(
+            entry.get("fullUrl"), str
+        ):
+            out[entry["fullUrl"]] = entry["resource"]
+    return out
+
+
+def reference_issues(
+    found: Iterable[FoundReference], ctx: ValidationContext, own_bundle: JsonObject | None = None,
+) -> list[Issue]:
+    """`own_bundle` is set when the resource being validated is itself a Bundle."""
     issues: list[Issue] = []
-    for path, ref in iter_references(resource, root):
-        value = str(ref["reference"])
+    bundle_urls: dict[str, JsonObject] | None = None
+    for ref in found:
+        value = str(ref.reference["reference"])
+        expr = f"{ref.expression}.reference"
         parsed = parse_reference(value)
-        expr = f"{path}.reference"
         if parsed.kind == "invalid":
-            issues.append(Issue("error", "value", "Reference is not a valid literal reference", expr))
+            if not _ABSOLUTE_URL.match(value):
+                issues.append(Issue("error", "value",
+                                    "Reference is not a valid literal reference", expr))
             continue
-        declared = ref.get("type")
-        if isinstance(declared, str) and parsed.resource_type and declared != parsed.resource_type:
-            issues.append(
-                Issue("error", "value", f"Reference type '{declared}' disagrees with the reference", expr)
-            )
+        actual_type: str | None = parsed.resource_type
+        declared = ref.reference.get("type")
+        if isinstance(declared, str) and actual_type and declared != actual_type:
+            issues.append(Issue("error", "value",
+                                f"Reference type '{declared}' disagrees with the reference", expr))
         if parsed.kind == "contained":
-            if parsed.id not in contained_ids:
-                issues.append(Issue("error", "not-found", "Contained reference does not resolve", expr))
-            continue
-        if parsed.kind == "urn-uuid":
-            if ctx.bundle is None or ctx.resolve(value) is None:
-                issues.append(
-                    Issue("error", "not-found", "urn:uuid reference does not resolve inside the Bundle", expr)
-                )
-            continue
-        if parsed.kind == "relative" and (ctx.bundle is not None or ctx.check_store_references):
+            holder = ref.root if ref.resource is not ref.root else ref.resource
+            found_type = _contained_type(holder, parsed.id)
+            if found_type is False:
+                issues.append(Issue("error", "not-found", "Contained reference does not resolve",
+                                    expr))
+                continue
+            actual_type = found_type if isinstance(found_type, str) else None
+        elif parsed.kind == "urn-uuid":
+            if bundle_urls is None:
+                bundle_urls = _bundle_full_urls(own_bundle or ctx.bundle)
+            target = bundle_urls.get(value)
+            if target is None and own_bundle is None and ctx.bundle is None:
+                issues.append(Issue("error", "not-found",
+                                    "urn:uuid reference does not resolve inside a Bundle", expr))
+                continue
+            if target is None:
+                issues.append(Issue("error", "not-found",
+                                    "urn:uuid reference does not resolve inside the Bundle", expr))
+                continue
+            rt = target.get("resourceType")
+            actual_type = rt if isinstance(rt, str) else None
+        elif parsed.kind == "relative" and own_bundle is None and (
+            ctx.bundle is not None or ctx.check_store_references
+        ):
             if ctx.resolve(value) is None:
-                issues.append(
-                    Issue(
-                        "error",
-                        "not-found",
-                        f"Reference to {parsed.resource_type} does not resolve in the Bundle or the store",
-                        expr,
-                    )
-                )
+                issues.append(Issue(
+                    "error", "not-found",
+                    f"Reference to {parsed.resource_type} does not resolve in the Bundle or the store",
+                    expr))
+        if actual_type and ref.targets and "Resource" not in ref.targets and (
+            actual_type not in ref.targets
+        ):
+            allowed = ", ".join(ref.targets)
+            issues.append(Issue("error", "structure",
+                                f"Reference to {actual_type} is not allowed here (allowed: {allowed})",
+                                expr))
     return issues

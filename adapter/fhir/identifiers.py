@@ -70,3 +70,24 @@ def nhs_number_with_check_digit(first_nine: str) -> str | None:
 def ods_code_is_well_formed(value: str) -> bool:
     """ODS codes are 3-6 upper-case alphanumerics for organisations, up to 8 for sites (no lookup)."""
     return 3 <= len(value) <= 8 and value.isascii() and value.isalnum() and value.upper() == value
+
+
+def normalise_identifier_systems(node: object) -> int:
+    """Rewrites legacy identifier-system spellings to the canonical ones, in place; returns how many.
+
+    Walks every object with a `system` (Identifier and Coding alike), so a legacy NHS-number system in
+    `subject.identifier` is fixed as well as one on Patient.identifier.
+    """
+    changed = 0
+    if isinstance(node, dict):
+        system = node.get("system")
+        if isinstance(system, str) and system in SYSTEM_ALIASES:
+            node["system"] = SYSTEM_ALIASES[system]
+            changed += 1
+        for key, value in node.items():
+            if not key.startswith("_"):
+                changed += normalise_identifier_systems(value)
+    elif isinstance(node, list):
+        for item in node:
+            changed += normalise_identifier_systems(item)
+    return changed

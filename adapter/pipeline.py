@@ -1,0 +1,472 @@
+"""The only road to storage: prepare -> structural parse -> conformance -> policy -> store.
+
+Every write (REST create/update/delete, transaction and batch Bundles, mapped feeds, CLI imports,
+outbox replays) goes through `Pipeline`. A unit of work (one resource, or one transaction Bundle) is
+judged whole *as it will be stored* (urn:uuid references rewritten, ids assigned) and is written
+whole or not at all. Stages return issues; only this module decides to reject:
+
+- structural errors (fhir.resources R4B)           -> InputError 400
+- conformance errors (R4 rules, profiles)         -> ConformanceError 422
+- policy errors (MUST rules, not overridden)      -> PolicyViolation 422
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from adapter.clock import Clock, SystemClock
+from adapter.context import ConformanceStage, PolicyStage, ValidationContext
+from adapter.errors import (
+    AdapterError,
+    ConformanceError,
+    Gone,
+    InputError,
+    NotFound,
+    PolicyViolation,
+)
+from adapter.fhir.identifiers import normalise_identifier_systems
+from adapter.fhir.parse import structural_issues
+from adapter.fhir.references import parse_reference
+from adapter.fhir.resource_types import SUPPORTED
+from adapter.fhir.search import parse_query_string
+from adapter.fhir.types import JsonObject
+from adapter.issue import Issue, has_blocking
+from adapter.outcome import operation_outcome
+from adapter.store.repository import Repository, StoredResource, find_one_or_none
+
+log = logging.getLogger(__name__)
+
+#: Bundle entry processing order required by R4 http.html#trules.
+METHOD_ORDER: Final = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclass(slots=True)
+class WriteResult:
+    stored: StoredResource | None
+    created: bool
+    #: Non-blocking issues (warnings, information) to show the caller.
+    issues: list[Issue] = field(default_factory=list)
+    status: int = 200
+
+
+@dataclass(slots=True)
+class _Entry:
+    index: int
+    method: str
+    url: str
+    resource: JsonObject | None
+    full_url: str | None
+    if_none_exist: str | None
+    if_match: int | None
+    target_type: str | None = None
+    target_id: str | None = None
+    skip_create: StoredResource | None = None  # conditional create matched
+    issues: list[Issue] = field(default_factory=list)
+
+
+def parse_etag(value: str | None) -> int | None:
+    """`W/"3"` or `"3"` or `3` -> 3. Anything else is a 400 (a precondition we cannot evaluate)."""
+    if value is None or value == "":
+        return None
+    raw = value.strip()
+    if raw.startswith("W/"):
+        raw = raw[2:]
+    raw = raw.strip('"')
+    if not raw.isdigit():
+        raise InputError([Issue("error", "value", "If-Match must be a version ETag like W/\"1\"",
+                                expression="If-Match")])
+    return int(raw)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _rewrite_references(node: Any, mapping: Mapping[str, str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref in mapping and "resourceType" not in node:
+            node["reference"] = mapping[ref]
+        for key, value in node.items():
+            if not key.startswith("_"):
+                _rewrite_references(value, mapping)
+    elif isinstance(node, list):
+        for item in node:
+            _rewrite_references(item, mapping)
+
+
+class Pipeline:
+    """Judges and writes. Built once per app; safe to share between threads."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        conformance: ConformanceStage,
+        policy: PolicyStage,
+        *,
+        clock: Clock | None = None,
+        packs: tuple[str, ...] = (),
+        check_store_references: bool = True,
+    ):
+        self.repo = repo
+        self.conformance = conformance
+        self.policy = policy
+        self.clock = clock or SystemClock()
+        self.packs = packs
+        self.check_store_references = check_store_references
+
+    # -- judging ---------------------------------------------------------------------------
+    def _store_lookup(self, repo: Repository) -> Callable[[str, str], JsonObject | None]:
+        def lookup(resource_type: str, id: str) -> JsonObject | None:
+            try:
+                return repo.read(resource_type, id).resource
+            except (NotFound, Gone):
+                return None
+
+        return lookup
+
+    def context(self, **kwargs: Any) -> ValidationContext:
+        kwargs.setdefault("clock", self.clock)
+        kwargs.setdefault("packs", self.packs)
+        kwargs.setdefault("store_lookup", self._store_lookup(self.repo))
+        kwargs.setdefault("check_store_references", self.check_store_references)
+        return ValidationContext(**kwargs)
+
+    def prepare(self, resource: JsonObject) -> list[Issue]:
+        """Normalises what we safely can before judging, and says so (never silently)."""
+        changed = normalise_identifier_systems(resource)
+        if changed:
+            return [
+                Issue("information", "informational",
+                      f"{changed} identifier system(s) rewritten to their canonical NHS spelling",
+                      expression=str(resource.get("resourceType")))
+            ]
+        return []
+
+    def judge(self, resource: JsonObject, ctx: ValidationContext) -> tuple[list[Issue], list[Issue]]:
+        """Returns (structural issues, conformance + policy issues). Structural errors stop the rest."""
+        structural = structural_issues(resource)
+        if has_blocking(structural):
+            return structural, []
+        rt = resource.get("resourceType")
+        if rt not in SUPPORTED and ctx.mode != "validate":
+            return [Issue("error", "not-supported", f"Resource type {rt} is not held by this adapter",
+                          expression="resourceType")], []
+        issues = self.conformance.validate(resource, ctx)
+        issues += self.policy.evaluate(resource, ctx)
+        return structural, issues
+
+    def validate(self, resource: JsonObject, *, profiles: tuple[str, ...] = (),
+                 mode: str = "validate") -> list[Issue]:
+        """$validate: every issue, never raises for invalid content."""
+        resource = copy.deepcopy(resource)
+        issues = self.prepare(resource)
+        if resource.get("resourceType") == "Bundle" and resource.get("type") in ("transaction", "batch",
+                                                                                 "message", "document",
+                                                                                 "collection"):
+            ctx = self.context(bundle=resource, profiles=profiles, mode=mode)
+            structural = structural_issues(resource)
+            if has_blocking(structural):
+                return issues + structural
+            for i, _, res in ctx.bundle_resources():
+                ctx.entry_index = i
+                s, rest = self.judge(res, ctx)
+                issues += [x.rebased(f"Bundle.entry[{i}].resource") for x in s + rest]
+            return issues
+        ctx = self.context(profiles=profiles, mode=mode)
+        s, rest = self.judge(resource, ctx)
+        return issues + s + rest
+
+    @staticmethod
+    def _raise_if_blocking(structural: list[Issue], judged: list[Issue]) -> None:
+        if has_blocking(structural):
+            raise InputError(structural + judged)
+        conformance_blocking = [i for i in judged if i.is_blocking and i.rule is None]
+        if conformance_blocking:
+            raise ConformanceError(judged)
+        if has_blocking(judged):
+            raise PolicyViolation(judged)
+
+    def _provenance_for(self, resource: JsonObject, issues: list[Issue],
+                        ctx: ValidationContext) -> JsonObject | None:
+        hook = getattr(self.policy, "overrides_provenance", None)
+        if hook is None:
+            return None
+        result: JsonObject | None = hook(resource, issues, ctx)
+        return result
+
+    # -- single-resource writes ---------------------------------------------------------------
+    def create(self, resource: JsonObject, *, if_none_exist: str | None = None) -> WriteResult:
+        resource = copy.deepcopy(resource)
+        rt = str(resource.get("resourceType"))
+        info = self.prepare(resource)
+        resource.pop("id", None)  # R4: the server assigns the id on create
+        resource["id"] = _new_id()
+        ctx = self.context(mode="create")
+        structural, judged = self.judge(resource, ctx)
+        self._raise_if_blocking(structural, judged)
+        with self.repo.unit_of_work() as uow:
+            if if_none_exist:
+                existing = find_one_or_none(uow, rt, parse_query_string(if_none_exist).params)
+                if existing is not None:
+                    return WriteResult(existing, created=False, issues=[], status=200)
+            stored = uow.create(resource, id=resource["id"])
+            prov = self._provenance_for(stored.resource, judged, ctx)
+            if prov is not None:
+                uow.create(prov)
+        return WriteResult(stored, created=True, issues=info + structural + judged, status=201)
+
+    def update(self, resource_type: str, id: str, resource: JsonObject, *,
+               if_match: int | None = None) -> WriteResult:
+        resource = copy.deepcopy(resource)
+        if resource.get("resourceType") != resource_type:
+            raise InputError([Issue("error", "invalid", "resourceType does not match the URL",
+                                    expression="resourceType")])
+        if resource.get("id") != id:
+            raise InputError([Issue("error", "invalid", "Resource id must be present and match the URL",
+                                    expression=f"{resource_type}.id")])
+        info = self.prepare(resource)
+        previous = self._store_lookup(self.repo)(resource_type, id)
+        ctx = self.context(mode="update", previous=previous)
+        structural, judged = self.judge(resource, ctx)
+        self._raise_if_blocking(structural, judged)
+        with self.repo.unit_of_work() as uow:
+            stored, created = uow.update(resource, if_match=if_match)
+            prov = self._provenance_for(stored.resource, judged, ctx)
+            if prov is not None:
+                uow.create(prov)
+        return WriteResult(stored, created=created, issues=info + structural + judged,
+                           status=201 if created else 200)
+
+    def delete(self, resource_type: str, id: str, *, if_match: int | None = None) -> WriteResult:
+        with self.repo.unit_of_work() as uow:
+            stored = uow.delete(resource_type, id, if_match=if_match)
+        return WriteResult(stored, created=False, status=204 if stored is None else 200)
+
+    # -- Bundles -------------------------------------------------------------------------------
+    def process_bundle(self, bundle: JsonObject) -> JsonObject:
+        kind = bundle.get("type")
+        if kind == "transaction":
+            return self.transaction(bundle)
+        if kind == "batch":
+            return self.batch(bundle)
+        raise InputError([Issue("error", "invalid", "Only transaction and batch Bundles can be posted to the base",
+                                expression="Bundle.type")])
+
+    def _parse_entries(self, bundle: JsonObject) -> list[_Entry]:
+        structural = structural_issues(bundle)
+        if has_blocking(structural):
+            raise InputError(structural)
+        entries: list[_Entry] = []
+        issues: list[Issue] = []
+        for i, raw in enumerate(bundle.get("entry") or []):
+            where = f"Bundle.entry[{i}]"
+            request = raw.get("request") or {}
+            method = str(request.get("method", "")).upper()
+            url = str(request.get("url", ""))
+            if method not in METHOD_ORDER or method == "PATCH" or method == "HEAD":
+                issues.append(Issue("error", "not-supported", f"Unsupported request method '{method}'",
+                                    expression=f"{where}.request.method"))
+                continue
+            resource = raw.get("resource")
+            entry = _Entry(
+                index=i,
+                method=method,
+                url=url,
+                resource=copy.deepcopy(resource) if isinstance(resource, dict) else None,
+                full_url=raw.get("fullUrl"),
+                if_none_exist=request.get("ifNoneExist"),
+                if_match=None,
+            )
+            try:
+                entry.if_match = parse_etag(request.get("ifMatch"))
+            except InputError as exc:
+                issues += [x.rebased(f"{where}.request.ifMatch") for x in exc.issues]
+            path = url.split("?", 1)[0].strip("/")
+            parts = path.split("/") if path else []
+            if method in ("POST", "PUT") and entry.resource is None:
+                issues.append(Issue("error", "required", f"{method} entry has no resource",
+                                    expression=f"{where}.resource"))
+                continue
+            if method == "POST":
+                entry.target_type = parts[0] if parts else None
+                if entry.resource is not None and entry.target_type != entry.resource.get("resourceType"):
+                    issues.append(Issue("error", "invalid", "request.url does not match the resource type",
+                                        expression=f"{where}.request.url"))
+            elif method in ("PUT", "DELETE", "GET"):
+                if len(parts) >= 2 and method != "GET":
+                    entry.target_type, entry.target_id = parts[0], parts[1]
+                elif method != "GET":
+                    issues.append(Issue("error", "not-supported",
+                                        "Conditional update/delete in a Bundle is not supported; use Type/id",
+                                        expression=f"{where}.request.url"))
+                if (method == "PUT" and entry.resource is not None
+                        and entry.resource.get("id") not in (None, entry.target_id)):
+                    issues.append(Issue("error", "invalid", "Resource id does not match request.url",
+                                        expression=f"{where}.resource.id"))
+            entries.append(entry)
+        if issues:
+            raise InputError(issues)
+        return entries
+
+    def transaction(self, bundle: JsonObject) -> JsonObject:
+        entries = self._parse_entries(bundle)
+        mapping: dict[str, str] = {}
+        # 1. ids: assign for POST, resolve conditional creates, take PUT ids from the URL
+        for e in entries:
+            if e.resource is not None:
+                e.issues += self.prepare(e.resource)
+            if e.method == "POST" and e.resource is not None:
+                if e.if_none_exist:
+                    try:
+                        match = find_one_or_none(self.repo, str(e.target_type),
+                                                 parse_query_string(e.if_none_exist).params)
+                    except AdapterError as exc:
+                        raise type(exc)([x.rebased(f"Bundle.entry[{e.index}].request.ifNoneExist")
+                                         for x in exc.issues]) from exc
+                    if match is not None:
+                        e.skip_create = match
+                        e.target_id = match.id
+                if e.target_id is None:
+                    e.target_id = _new_id()
+                e.resource["id"] = e.target_id
+            elif e.method == "PUT" and e.resource is not None:
+                e.resource["id"] = e.target_id
+            if e.full_url and e.target_type and e.target_id:
+                mapping[e.full_url] = f"{e.target_type}/{e.target_id}"
+        # 2. rewrite urn:uuid (and absolute fullUrl) references to the assigned ids
+        for e in entries:
+            if e.resource is not None:
+                _rewrite_references(e.resource, mapping)
+        final_bundle: JsonObject = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"fullUrl": f"{e.target_type}/{e.target_id}", "resource": e.resource}
+                for e in entries
+                if e.resource is not None and e.skip_create is None
+            ],
+        }
+        # 3. judge every resource as it will be stored, with the whole Bundle in view
+        ctx = self.context(bundle=final_bundle, mode="create")
+        structural_all: list[Issue] = []
+        judged_all: list[Issue] = []
+        judged_by_entry: dict[int, list[Issue]] = {}
+        for e in entries:
+            if e.resource is None or e.skip_create is not None:
+                continue
+            ctx.entry_index = e.index
+            ctx.mode = "update" if e.method == "PUT" else "create"
+            structural, judged = self.judge(e.resource, ctx)
+            prefix = f"Bundle.entry[{e.index}].resource"
+            structural_all += [x.rebased(prefix) for x in structural]
+            rebased = [x.rebased(prefix) for x in judged]
+            judged_all += rebased
+            judged_by_entry[e.index] = e.issues + judged
+        self._raise_if_blocking(structural_all, judged_all)
+        # 4. write all or nothing, in the order R4 prescribes
+        results: dict[int, JsonObject] = {}
+        with self.repo.unit_of_work() as uow:
+            for e in sorted(entries, key=lambda x: (METHOD_ORDER[x.method], x.index)):
+                try:
+                    results[e.index] = self._execute(uow, e, judged_by_entry.get(e.index, []), ctx)
+                except AdapterError as exc:
+                    raise type(exc)([x.rebased(f"Bundle.entry[{e.index}]") if x.expression is None
+                                     else x for x in exc.issues], headers=exc.headers) from exc
+        log.info("transaction committed", extra={"entries": len(entries)})
+        response: JsonObject = {
+            "resourceType": "Bundle",
+            "id": _new_id(),
+            "type": "transaction-response",
+            "entry": [results[e.index] for e in entries],
+        }
+        return response
+
+    def _execute(self, uow: Repository, e: _Entry, judged: list[Issue],
+                 ctx: ValidationContext) -> JsonObject:
+        warnings = [i for i in judged if not i.is_blocking]
+        outcome = {"outcome": operation_outcome(warnings)} if warnings else {}
+        if e.method == "POST" and e.resource is not None:
+            if e.skip_create is not None:
+                s = e.skip_create
+                return {"fullUrl": f"{s.resource_type}/{s.id}",
+                        "response": {"status": "200 OK", "location": f"{s.resource_type}/{s.id}/_history/{s.version_id}",
+                                     "etag": s.etag, "lastUpdated": s.resource["meta"]["lastUpdated"]}}
+            stored = uow.create(e.resource, id=e.target_id)
+            self._store_provenance(uow, stored, judged, ctx)
+            return self._entry_response(stored, "201 Created", outcome)
+        if e.method == "PUT" and e.resource is not None:
+            stored, created = uow.update(e.resource, if_match=e.if_match)
+            self._store_provenance(uow, stored, judged, ctx)
+            return self._entry_response(stored, "201 Created" if created else "200 OK", outcome)
+        if e.method == "DELETE" and e.target_type and e.target_id:
+            uow.delete(e.target_type, e.target_id, if_match=e.if_match)
+            return {"response": {"status": "204 No Content"}}
+        if e.method == "GET":
+            path = e.url.split("?", 1)[0].strip("/").split("/")
+            if len(path) == 2:
+                stored = uow.read(path[0], path[1])
+                return {"fullUrl": f"{stored.resource_type}/{stored.id}", "resource": stored.resource,
+                        "response": {"status": "200 OK", "etag": stored.etag}}
+            raise InputError([Issue("error", "not-supported", "Only GET Type/id is supported in a transaction",
+                                    expression=f"Bundle.entry[{e.index}].request.url")])
+        raise InputError([Issue("error", "invalid", "Malformed entry",
+                                expression=f"Bundle.entry[{e.index}]")])
+
+    def _store_provenance(self, uow: Repository, stored: StoredResource, judged: list[Issue],
+                          ctx: ValidationContext) -> None:
+        prov = self._provenance_for(stored.resource, judged, ctx)
+        if prov is not None:
+            uow.create(prov)
+
+    @staticmethod
+    def _entry_response(stored: StoredResource, status: str, extra: JsonObject) -> JsonObject:
+        return {
+            "fullUrl": f"{stored.resource_type}/{stored.id}",
+            "resource": stored.resource,
+            "response": {
+                "status": status,
+                "location": f"{stored.resource_type}/{stored.id}/_history/{stored.version_id}",
+                "etag": stored.etag,
+                "lastUpdated": stored.resource["meta"]["lastUpdated"],
+                **extra,
+            },
+        }
+
+    def batch(self, bundle: JsonObject) -> JsonObject:
+        """Each entry on its own: one failing entry does not stop the others."""
+        out: list[JsonObject] = []
+        for i, raw in enumerate(bundle.get("entry") or []):
+            single = {"resourceType": "Bundle", "type": "transaction", "entry": [raw]}
+            try:
+                resp = self.transaction(single)
+                out.append(resp["entry"][0])
+            except AdapterError as exc:
+                issues = [x.rebased(f"Bundle.entry[{i}]") if x.expression is None else
+                          _reindex(x, i) for x in exc.issues]
+                out.append({"response": {"status": f"{exc.status} {type(exc).__name__}",
+                                         "outcome": operation_outcome(issues)}})
+        return {"resourceType": "Bundle", "id": _new_id(), "type": "batch-response", "entry": out}
+
+
+def _reindex(issue: Issue, index: int) -> Issue:
+    if issue.expression and issue.expression.startswith("Bundle.entry[0]"):
+        from dataclasses import replace
+
+        return replace(issue, expression=f"Bundle.entry[{index}]" + issue.expression[len("Bundle.entry[0]"):])
+    return issue
+
+
+def references_in(resource: JsonObject) -> Iterator[str]:
+    """Literal references of a resource (used by the API for _include and compartments)."""
+    from adapter.fhir.references import iter_references
+
+    for _, ref in iter_references(resource, str(resource.get("resourceType"))):
+        value = str(ref["reference"])
+        if parse_reference(value).kind in ("relative", "absolute"):
+            yield value
