@@ -17,7 +17,9 @@ from adapter.issue import has_blocking
 from adapter.outcome import operation_outcome
 from adapter.settings import Settings
 
-app = typer.Typer(help="FHIR R4 adapter for UK community mental health services", no_args_is_help=True)
+app = typer.Typer(
+    help="FHIR R4 adapter for UK community mental health services", no_args_is_help=True
+)
 db_app = typer.Typer(help="The embedded store's schema")
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
@@ -55,9 +57,15 @@ def serve(
     from adapter.api.app import create_app
 
     settings = Settings()
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                log_level=log_level)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=log_level,
+    )
 
 
 @app.command()

@@ -78,8 +78,16 @@ def parse_etag(value: str | None) -> int | None:
         raw = raw[2:]
     raw = raw.strip('"')
     if not raw.isdigit():
-        raise InputError([Issue("error", "value", "If-Match must be a version ETag like W/\"1\"",
-                                expression="If-Match")])
+        raise InputError(
+            [
+                Issue(
+                    "error",
+                    "value",
+                    'If-Match must be a version ETag like W/"1"',
+                    expression="If-Match",
+                )
+            ]
+        )
     return int(raw)
 
 
@@ -142,33 +150,49 @@ class Pipeline:
         changed = normalise_identifier_systems(resource)
         if changed:
             return [
-                Issue("information", "informational",
-                      f"{changed} identifier system(s) rewritten to their canonical NHS spelling",
-                      expression=str(resource.get("resourceType")))
+                Issue(
+                    "information",
+                    "informational",
+                    f"{changed} identifier system(s) rewritten to their canonical NHS spelling",
+                    expression=str(resource.get("resourceType")),
+                )
             ]
         return []
 
-    def judge(self, resource: JsonObject, ctx: ValidationContext) -> tuple[list[Issue], list[Issue]]:
+    def judge(
+        self, resource: JsonObject, ctx: ValidationContext
+    ) -> tuple[list[Issue], list[Issue]]:
         """Returns (structural issues, conformance + policy issues). Structural errors stop the rest."""
         structural = structural_issues(resource)
         if has_blocking(structural):
             return structural, []
         rt = resource.get("resourceType")
         if rt not in SUPPORTED and ctx.mode != "validate":
-            return [Issue("error", "not-supported", f"Resource type {rt} is not held by this adapter",
-                          expression="resourceType")], []
+            return [
+                Issue(
+                    "error",
+                    "not-supported",
+                    f"Resource type {rt} is not held by this adapter",
+                    expression="resourceType",
+                )
+            ], []
         issues = self.conformance.validate(resource, ctx)
         issues += self.policy.evaluate(resource, ctx)
         return structural, issues
 
-    def validate(self, resource: JsonObject, *, profiles: tuple[str, ...] = (),
-                 mode: str = "validate") -> list[Issue]:
+    def validate(
+        self, resource: JsonObject, *, profiles: tuple[str, ...] = (), mode: str = "validate"
+    ) -> list[Issue]:
         """$validate: every issue, never raises for invalid content."""
         resource = copy.deepcopy(resource)
         issues = self.prepare(resource)
-        if resource.get("resourceType") == "Bundle" and resource.get("type") in ("transaction", "batch",
-                                                                                 "message", "document",
-                                                                                 "collection"):
+        if resource.get("resourceType") == "Bundle" and resource.get("type") in (
+            "transaction",
+            "batch",
+            "message",
+            "document",
+            "collection",
+        ):
             ctx = self.context(bundle=resource, profiles=profiles, mode=mode)
             structural = structural_issues(resource)
             if has_blocking(structural):
@@ -192,8 +216,9 @@ class Pipeline:
         if has_blocking(judged):
             raise PolicyViolation(judged)
 
-    def _provenance_for(self, resource: JsonObject, issues: list[Issue],
-                        ctx: ValidationContext) -> JsonObject | None:
+    def _provenance_for(
+        self, resource: JsonObject, issues: list[Issue], ctx: ValidationContext
+    ) -> JsonObject | None:
         hook = getattr(self.policy, "overrides_provenance", None)
         if hook is None:
             return None
@@ -221,15 +246,32 @@ class Pipeline:
                 uow.create(prov)
         return WriteResult(stored, created=True, issues=info + structural + judged, status=201)
 
-    def update(self, resource_type: str, id: str, resource: JsonObject, *,
-               if_match: int | None = None) -> WriteResult:
+    def update(
+        self, resource_type: str, id: str, resource: JsonObject, *, if_match: int | None = None
+    ) -> WriteResult:
         resource = copy.deepcopy(resource)
         if resource.get("resourceType") != resource_type:
-            raise InputError([Issue("error", "invalid", "resourceType does not match the URL",
-                                    expression="resourceType")])
+            raise InputError(
+                [
+                    Issue(
+                        "error",
+                        "invalid",
+                        "resourceType does not match the URL",
+                        expression="resourceType",
+                    )
+                ]
+            )
         if resource.get("id") != id:
-            raise InputError([Issue("error", "invalid", "Resource id must be present and match the URL",
-                                    expression=f"{resource_type}.id")])
+            raise InputError(
+                [
+                    Issue(
+                        "error",
+                        "invalid",
+                        "Resource id must be present and match the URL",
+                        expression=f"{resource_type}.id",
+                    )
+                ]
+            )
         info = self.prepare(resource)
         previous = self._store_lookup(self.repo)(resource_type, id)
         ctx = self.context(mode="update", previous=previous)
@@ -240,8 +282,12 @@ class Pipeline:
             prov = self._provenance_for(stored.resource, judged, ctx)
             if prov is not None:
                 uow.create(prov)
-        return WriteResult(stored, created=created, issues=info + structural + judged,
-                           status=201 if created else 200)
+        return WriteResult(
+            stored,
+            created=created,
+            issues=info + structural + judged,
+            status=201 if created else 200,
+        )
 
     def delete(self, resource_type: str, id: str, *, if_match: int | None = None) -> WriteResult:
         with self.repo.unit_of_work() as uow:
@@ -255,8 +301,16 @@ class Pipeline:
             return self.transaction(bundle)
         if kind == "batch":
             return self.batch(bundle)
-        raise InputError([Issue("error", "invalid", "Only transaction and batch Bundles can be posted to the base",
-                                expression="Bundle.type")])
+        raise InputError(
+            [
+                Issue(
+                    "error",
+                    "invalid",
+                    "Only transaction and batch Bundles can be posted to the base",
+                    expression="Bundle.type",
+                )
+            ]
+        )
 
     def _parse_entries(self, bundle: JsonObject) -> list[_Entry]:
         structural = structural_issues(bundle)
@@ -270,8 +324,14 @@ class Pipeline:
             method = str(request.get("method", "")).upper()
             url = str(request.get("url", ""))
             if method not in METHOD_ORDER or method == "PATCH" or method == "HEAD":
-                issues.append(Issue("error", "not-supported", f"Unsupported request method '{method}'",
-                                    expression=f"{where}.request.method"))
+                issues.append(
+                    Issue(
+                        "error",
+                        "not-supported",
+                        f"Unsupported request method '{method}'",
+                        expression=f"{where}.request.method",
+                    )
+                )
                 continue
             resource = raw.get("resource")
             entry = _Entry(
@@ -290,25 +350,53 @@ class Pipeline:
             path = url.split("?", 1)[0].strip("/")
             parts = path.split("/") if path else []
             if method in ("POST", "PUT") and entry.resource is None:
-                issues.append(Issue("error", "required", f"{method} entry has no resource",
-                                    expression=f"{where}.resource"))
+                issues.append(
+                    Issue(
+                        "error",
+                        "required",
+                        f"{method} entry has no resource",
+                        expression=f"{where}.resource",
+                    )
+                )
                 continue
             if method == "POST":
                 entry.target_type = parts[0] if parts else None
-                if entry.resource is not None and entry.target_type != entry.resource.get("resourceType"):
-                    issues.append(Issue("error", "invalid", "request.url does not match the resource type",
-                                        expression=f"{where}.request.url"))
+                if entry.resource is not None and entry.target_type != entry.resource.get(
+                    "resourceType"
+                ):
+                    issues.append(
+                        Issue(
+                            "error",
+                            "invalid",
+                            "request.url does not match the resource type",
+                            expression=f"{where}.request.url",
+                        )
+                    )
             elif method in ("PUT", "DELETE", "GET"):
                 if len(parts) >= 2 and method != "GET":
                     entry.target_type, entry.target_id = parts[0], parts[1]
                 elif method != "GET":
-                    issues.append(Issue("error", "not-supported",
-                                        "Conditional update/delete in a Bundle is not supported; use Type/id",
-                                        expression=f"{where}.request.url"))
-                if (method == "PUT" and entry.resource is not None
-                        and entry.resource.get("id") not in (None, entry.target_id)):
-                    issues.append(Issue("error", "invalid", "Resource id does not match request.url",
-                                        expression=f"{where}.resource.id"))
+                    issues.append(
+                        Issue(
+                            "error",
+                            "not-supported",
+                            "Conditional update/delete in a Bundle is not supported; use Type/id",
+                            expression=f"{where}.request.url",
+                        )
+                    )
+                if (
+                    method == "PUT"
+                    and entry.resource is not None
+                    and entry.resource.get("id") not in (None, entry.target_id)
+                ):
+                    issues.append(
+                        Issue(
+                            "error",
+                            "invalid",
+                            "Resource id does not match request.url",
+                            expression=f"{where}.resource.id",
+                        )
+                    )
             entries.append(entry)
         if issues:
             raise InputError(issues)
@@ -324,11 +412,18 @@ class Pipeline:
             if e.method == "POST" and e.resource is not None:
                 if e.if_none_exist:
                     try:
-                        match = find_one_or_none(self.repo, str(e.target_type),
-                                                 parse_query_string(e.if_none_exist).params)
+                        match = find_one_or_none(
+                            self.repo,
+                            str(e.target_type),
+                            parse_query_string(e.if_none_exist).params,
+                        )
                     except AdapterError as exc:
-                        raise type(exc)([x.rebased(f"Bundle.entry[{e.index}].request.ifNoneExist")
-                                         for x in exc.issues]) from exc
+                        raise type(exc)(
+                            [
+                                x.rebased(f"Bundle.entry[{e.index}].request.ifNoneExist")
+                                for x in exc.issues
+                            ]
+                        ) from exc
                     if match is not None:
                         e.skip_create = match
                         e.target_id = match.id
@@ -349,16 +444,17 @@ class Pipeline:
             "entry": [
                 {"fullUrl": f"{e.target_type}/{e.target_id}", "resource": e.resource}
                 for e in entries
-                if e.resource is not None and e.skip_create is None
+                if e.resource is not None
             ],
         }
-        # 3. judge every resource as it will be stored, with the whole Bundle in view
+        # 3. judge every resource as it will be stored, with the whole Bundle in view. Entries whose
+        #    ifNoneExist matched are judged too: bad content is refused even when it would not be written.
         ctx = self.context(bundle=final_bundle, mode="create")
         structural_all: list[Issue] = []
         judged_all: list[Issue] = []
         judged_by_entry: dict[int, list[Issue]] = {}
         for e in entries:
-            if e.resource is None or e.skip_create is not None:
+            if e.resource is None:
                 continue
             ctx.entry_index = e.index
             ctx.mode = "update" if e.method == "PUT" else "create"
@@ -376,8 +472,13 @@ class Pipeline:
                 try:
                     results[e.index] = self._execute(uow, e, judged_by_entry.get(e.index, []), ctx)
                 except AdapterError as exc:
-                    raise type(exc)([x.rebased(f"Bundle.entry[{e.index}]") if x.expression is None
-                                     else x for x in exc.issues], headers=exc.headers) from exc
+                    raise type(exc)(
+                        [
+                            x.rebased(f"Bundle.entry[{e.index}]") if x.expression is None else x
+                            for x in exc.issues
+                        ],
+                        headers=exc.headers,
+                    ) from exc
         log.info("transaction committed", extra={"entries": len(entries)})
         response: JsonObject = {
             "resourceType": "Bundle",
@@ -387,16 +488,23 @@ class Pipeline:
         }
         return response
 
-    def _execute(self, uow: Repository, e: _Entry, judged: list[Issue],
-                 ctx: ValidationContext) -> JsonObject:
+    def _execute(
+        self, uow: Repository, e: _Entry, judged: list[Issue], ctx: ValidationContext
+    ) -> JsonObject:
         warnings = [i for i in judged if not i.is_blocking]
         outcome = {"outcome": operation_outcome(warnings)} if warnings else {}
         if e.method == "POST" and e.resource is not None:
             if e.skip_create is not None:
                 s = e.skip_create
-                return {"fullUrl": f"{s.resource_type}/{s.id}",
-                        "response": {"status": "200 OK", "location": f"{s.resource_type}/{s.id}/_history/{s.version_id}",
-                                     "etag": s.etag, "lastUpdated": s.resource["meta"]["lastUpdated"]}}
+                return {
+                    "fullUrl": f"{s.resource_type}/{s.id}",
+                    "response": {
+                        "status": "200 OK",
+                        "location": f"{s.resource_type}/{s.id}/_history/{s.version_id}",
+                        "etag": s.etag,
+                        "lastUpdated": s.resource["meta"]["lastUpdated"],
+                    },
+                }
             stored = uow.create(e.resource, id=e.target_id)
             self._store_provenance(uow, stored, judged, ctx)
             return self._entry_response(stored, "201 Created", outcome)
@@ -411,15 +519,28 @@ class Pipeline:
             path = e.url.split("?", 1)[0].strip("/").split("/")
             if len(path) == 2:
                 stored = uow.read(path[0], path[1])
-                return {"fullUrl": f"{stored.resource_type}/{stored.id}", "resource": stored.resource,
-                        "response": {"status": "200 OK", "etag": stored.etag}}
-            raise InputError([Issue("error", "not-supported", "Only GET Type/id is supported in a transaction",
-                                    expression=f"Bundle.entry[{e.index}].request.url")])
-        raise InputError([Issue("error", "invalid", "Malformed entry",
-                                expression=f"Bundle.entry[{e.index}]")])
+                return {
+                    "fullUrl": f"{stored.resource_type}/{stored.id}",
+                    "resource": stored.resource,
+                    "response": {"status": "200 OK", "etag": stored.etag},
+                }
+            raise InputError(
+                [
+                    Issue(
+                        "error",
+                        "not-supported",
+                        "Only GET Type/id is supported in a transaction",
+                        expression=f"Bundle.entry[{e.index}].request.url",
+                    )
+                ]
+            )
+        raise InputError(
+            [Issue("error", "invalid", "Malformed entry", expression=f"Bundle.entry[{e.index}]")]
+        )
 
-    def _store_provenance(self, uow: Repository, stored: StoredResource, judged: list[Issue],
-                          ctx: ValidationContext) -> None:
+    def _store_provenance(
+        self, uow: Repository, stored: StoredResource, judged: list[Issue], ctx: ValidationContext
+    ) -> None:
         prov = self._provenance_for(stored.resource, judged, ctx)
         if prov is not None:
             uow.create(prov)
@@ -447,10 +568,18 @@ class Pipeline:
                 resp = self.transaction(single)
                 out.append(resp["entry"][0])
             except AdapterError as exc:
-                issues = [x.rebased(f"Bundle.entry[{i}]") if x.expression is None else
-                          _reindex(x, i) for x in exc.issues]
-                out.append({"response": {"status": f"{exc.status} {type(exc).__name__}",
-                                         "outcome": operation_outcome(issues)}})
+                issues = [
+                    x.rebased(f"Bundle.entry[{i}]") if x.expression is None else _reindex(x, i)
+                    for x in exc.issues
+                ]
+                out.append(
+                    {
+                        "response": {
+                            "status": f"{exc.status} {type(exc).__name__}",
+                            "outcome": operation_outcome(issues),
+                        }
+                    }
+                )
         return {"resourceType": "Bundle", "id": _new_id(), "type": "batch-response", "entry": out}
 
 
@@ -458,7 +587,9 @@ def _reindex(issue: Issue, index: int) -> Issue:
     if issue.expression and issue.expression.startswith("Bundle.entry[0]"):
         from dataclasses import replace
 
-        return replace(issue, expression=f"Bundle.entry[{index}]" + issue.expression[len("Bundle.entry[0]"):])
+        return replace(
+            issue, expression=f"Bundle.entry[{index}]" + issue.expression[len("Bundle.entry[0]") :]
+        )
     return issue
 
 

@@ -17,7 +17,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ADAPTER_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ADAPTER_", env_nested_delimiter="__", extra="ignore"
+    )
 
     #: SQLAlchemy URL of the embedded store. SQLite file by default; postgresql+psycopg://... for PostgreSQL.
     database_url: str = Field(

@@ -51,12 +51,15 @@ def build_policy(settings: Settings) -> PolicyEngine:
     return PolicyEngine(load_packs(settings.profiles_dir / "policy", list(settings.policy_packs)))
 
 
-def build_services(settings: Settings, *, clock: Clock | None = None,
-                   repo: Repository | None = None) -> Services:
+def build_services(
+    settings: Settings, *, clock: Clock | None = None, repo: Repository | None = None
+) -> Services:
     repo = repo if repo is not None else build_repository(settings)
     conformance = ConformanceValidator()
     policy = build_policy(settings)
-    pipeline = Pipeline(repo, conformance, policy, clock=clock or SystemClock(),
-                        packs=tuple(settings.policy_packs))
-    return Services(settings=settings, repo=repo, pipeline=pipeline, policy=policy,
-                    conformance=conformance)
+    pipeline = Pipeline(
+        repo, conformance, policy, clock=clock or SystemClock(), packs=tuple(settings.policy_packs)
+    )
+    return Services(
+        settings=settings, repo=repo, pipeline=pipeline, policy=policy, conformance=conformance
+    )

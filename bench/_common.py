@@ -33,7 +33,9 @@ def machine() -> str:
 
 def git_sha() -> str:
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True
+        ).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -46,7 +48,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-def report(title: str, items: int, seconds: float, latencies_ms: list[float], unit: str = "items") -> None:
+def report(
+    title: str, items: int, seconds: float, latencies_ms: list[float], unit: str = "items"
+) -> None:
     print(f"== {title}")
     print(f"date:      {datetime.now(UTC).isoformat(timespec='seconds')}")
     print(f"machine:   {machine()}")
@@ -72,8 +76,18 @@ def served_adapter(database_url: str, extra_env: dict[str, str] | None = None) -
     port = free_port()
     env = {**os.environ, "ADAPTER_DATABASE_URL": database_url, **(extra_env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adapter.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "adapter.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}/fhir"
     try:

@@ -1,6 +1,6 @@
 """Posts N GP referral transaction Bundles to `adapter serve` (a real process) and prints throughput.
 
-    .venv/bin/python bench/bench_referrals.py --n 500 [--concurrency 4] [--database-url URL]
+.venv/bin/python bench/bench_referrals.py --n 500 [--concurrency 4] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._common import report, served_adapter  # noqa: E402
-from tests.support.referrals import nhs_number, referral_bundle  # noqa: E402
+from bench._common import report, served_adapter
+from tests.support.referrals import nhs_number, referral_bundle
 
 
 def main() -> None:
@@ -35,6 +35,7 @@ def main() -> None:
     next_index = iter(range(args.n))
 
     with served_adapter(url) as base:
+
         def worker() -> None:
             nonlocal failures
             with httpx.Client(timeout=30, headers={"Content-Type": "application/fhir+json"}) as c:
@@ -54,8 +55,13 @@ def main() -> None:
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
-    report(f"referral transaction Bundles via HTTP ({url.split(':')[0]}, concurrency {args.concurrency})",
-           args.n, elapsed, latencies, unit="requests")
+    report(
+        f"referral transaction Bundles via HTTP ({url.split(':')[0]}, concurrency {args.concurrency})",
+        args.n,
+        elapsed,
+        latencies,
+        unit="requests",
+    )
     print(f"failures:  {failures}")
 
 

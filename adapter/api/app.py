@@ -25,8 +25,12 @@ ROUTES = (
 )
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
-               services: Services | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    services: Services | None = None,
+) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -34,14 +38,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         if getattr(app.state, "services", None) is None:
             app.state.services = build_services(settings, clock=clock)
         if not settings.auth_required:
-            log.warning("SMART authorisation is OFF (ADAPTER_AUTH_REQUIRED=false): development only")
+            log.warning(
+                "SMART authorisation is OFF (ADAPTER_AUTH_REQUIRED=false): development only"
+            )
         try:
             yield
         finally:
             app.state.services.close()
 
-    app = FastAPI(title="CMH FHIR R4 adapter", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="CMH FHIR R4 adapter",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
     app.state.services = services
     exception_handlers.install(app)
     for router, prefix in ROUTES:

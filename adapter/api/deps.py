@@ -48,17 +48,29 @@ async def fhir_body(request: Request) -> JsonObject:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type not in ACCEPTED_BODY_TYPES:
         raise UnsupportedMediaType(
-            [Issue("error", "not-supported",
-                   f"Content-Type {content_type} is not supported; send application/fhir+json")]
+            [
+                Issue(
+                    "error",
+                    "not-supported",
+                    f"Content-Type {content_type} is not supported; send application/fhir+json",
+                )
+            ]
         )
     return parse_json_bytes(await request.body())
 
 
 def known_type(resource_type: str) -> str:
     if resource_type not in SUPPORTED:
-        raise NotFound([Issue("error", "not-supported",
-                              f"Resource type '{resource_type}' is not supported here",
-                              expression="resourceType")])
+        raise NotFound(
+            [
+                Issue(
+                    "error",
+                    "not-supported",
+                    f"Resource type '{resource_type}' is not supported here",
+                    expression="resourceType",
+                )
+            ]
+        )
     return resource_type
 
 

@@ -48,8 +48,13 @@ def loads(data: bytes | str) -> Any:
 
 def dumps(obj: JsonObject | list[Any], *, indent: int | None = None) -> str:
     return str(
-        simplejson.dumps(obj, use_decimal=True, ensure_ascii=False, indent=indent, separators=None
-                         if indent else (",", ":"))
+        simplejson.dumps(
+            obj,
+            use_decimal=True,
+            ensure_ascii=False,
+            indent=indent,
+            separators=None if indent else (",", ":"),
+        )
     )
 
 

@@ -20,7 +20,12 @@ from adapter.issue import Issue
 
 #: R4 resource types that R4B dropped or renamed; we refuse them rather than mis-parse them.
 R4_ONLY_UNSUPPORTED: Final = frozenset(
-    {"MedicinalProduct", "MedicinalProductAuthorization", "EffectEvidenceSynthesis", "RiskEvidenceSynthesis"}
+    {
+        "MedicinalProduct",
+        "MedicinalProductAuthorization",
+        "EffectEvidenceSynthesis",
+        "RiskEvidenceSynthesis",
+    }
 )
 
 
@@ -30,13 +35,22 @@ def parse_json_bytes(data: bytes | str, *, what: str = "request body") -> JsonOb
         value = jsonio.loads(data)
     except jsonio.JsonSyntaxError as exc:
         where = f" at line {exc.line}, column {exc.column}" if exc.line else ""
-        raise InputError([Issue("fatal", "structure", f"The {what} is not valid JSON: {exc}{where}")]) from exc
+        raise InputError(
+            [Issue("fatal", "structure", f"The {what} is not valid JSON: {exc}{where}")]
+        ) from exc
     if not isinstance(value, dict):
         raise InputError([Issue("fatal", "structure", f"The {what} must be a JSON object")])
     rt = value.get("resourceType")
     if not isinstance(rt, str) or not rt:
         raise InputError(
-            [Issue("fatal", "structure", f"The {what} has no resourceType", expression="resourceType")]
+            [
+                Issue(
+                    "fatal",
+                    "structure",
+                    f"The {what} has no resourceType",
+                    expression="resourceType",
+                )
+            ]
         )
     return value
 
@@ -82,8 +96,14 @@ def structural_issues(resource: JsonObject) -> list[Issue]:
         return [Issue("fatal", "structure", "resourceType is missing", expression="resourceType")]
     cls = model_class(rt)
     if cls is None:
-        return [Issue("fatal", "not-supported", f"Unknown or unsupported resource type '{rt}'",
-                      expression="resourceType")]
+        return [
+            Issue(
+                "fatal",
+                "not-supported",
+                f"Unknown or unsupported resource type '{rt}'",
+                expression="resourceType",
+            )
+        ]
     try:
         cls.model_validate(jsonio.to_plain(resource))
     except ValidationError as exc:
@@ -95,6 +115,12 @@ def structural_issues(resource: JsonObject) -> list[Issue]:
             )
         return issues
     except (ValueError, TypeError, RecursionError) as exc:  # odd inputs the model chokes on
-        return [Issue("error", "structure", f"Structurally invalid resource: {type(exc).__name__}",
-                      expression=rt)]
+        return [
+            Issue(
+                "error",
+                "structure",
+                f"Structurally invalid resource: {type(exc).__name__}",
+                expression=rt,
+            )
+        ]
     return []

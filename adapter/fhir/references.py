@@ -34,11 +34,15 @@ class ParsedReference:
 
 def parse_reference(value: str) -> ParsedReference:
     if value.startswith("#"):
-        return ParsedReference("contained", id=value[1:]) if len(value) > 1 else ParsedReference(
-            "invalid"
+        return (
+            ParsedReference("contained", id=value[1:])
+            if len(value) > 1
+            else ParsedReference("invalid")
         )
     if value.startswith("urn:uuid:"):
-        return ParsedReference("urn-uuid") if URN_UUID_RE.match(value) else ParsedReference("invalid")
+        return (
+            ParsedReference("urn-uuid") if URN_UUID_RE.match(value) else ParsedReference("invalid")
+        )
     if value.startswith("urn:oid:"):
         return ParsedReference("urn-oid") if URN_OID_RE.match(value) else ParsedReference("invalid")
     m = RELATIVE_RE.match(value)

@@ -12,8 +12,18 @@ from adapter.store.repository import SearchParam, SearchQuery
 
 #: Result parameters we accept but that do not filter (ignored ones are reported, never silently).
 RESULT_PARAMS: Final = frozenset(
-    {"_count", "_offset", "_total", "_sort", "_format", "_pretty", "_summary", "_elements",
-     "_include", "_revinclude"}
+    {
+        "_count",
+        "_offset",
+        "_total",
+        "_sort",
+        "_format",
+        "_pretty",
+        "_summary",
+        "_elements",
+        "_include",
+        "_revinclude",
+    }
 )
 
 
@@ -21,7 +31,9 @@ def _int(name: str, value: str, minimum: int) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise InputError([Issue("error", "value", f"{name} must be an integer", expression=name)]) from None
+        raise InputError(
+            [Issue("error", "value", f"{name} must be an integer", expression=name)]
+        ) from None
     if number < minimum:
         raise InputError([Issue("error", "value", f"{name} must be >= {minimum}", expression=name)])
     return number
@@ -33,7 +45,8 @@ def parse_search(
     """Returns the query, and the result parameters (`_include`, `_summary`...) for the caller."""
     params: list[SearchParam] = []
     result: dict[str, list[str]] = {}
-    count, offset, total, sort = default_count, 0, True, ()
+    count, offset, total = default_count, 0, True
+    sort: tuple[str, ...] = ()
     for raw_name, value in items:
         name, _, modifier = raw_name.partition(":")
         if name == "_count":
@@ -42,15 +55,25 @@ def parse_search(
             offset = _int("_offset", value, 0)
         elif name == "_total":
             if value not in ("none", "estimate", "accurate"):
-                raise InputError([Issue("error", "value", "_total must be none, estimate or accurate",
-                                        expression="_total")])
+                raise InputError(
+                    [
+                        Issue(
+                            "error",
+                            "value",
+                            "_total must be none, estimate or accurate",
+                            expression="_total",
+                        )
+                    ]
+                )
             total = value != "none"
         elif name == "_sort":
             sort = tuple(s for s in value.split(",") if s)
         elif name in RESULT_PARAMS:
             result.setdefault(raw_name, []).append(value)
         else:
-            params.append(SearchParam(name=name, modifier=modifier or None, values=tuple(value.split(","))))
+            params.append(
+                SearchParam(name=name, modifier=modifier or None, values=tuple(value.split(",")))
+            )
     query = SearchQuery(params=tuple(params), count=count, offset=offset, total=total, sort=sort)
     return query, result
 

@@ -30,14 +30,29 @@ def free_port() -> int:
 @pytest.fixture
 def server(settings, tmp_path):
     port = free_port()
-    env = {**os.environ, "ADAPTER_DATABASE_URL": settings.database_url,
-           "ADAPTER_AUTO_MIGRATE": "true"}
+    env = {
+        **os.environ,
+        "ADAPTER_DATABASE_URL": settings.database_url,
+        "ADAPTER_AUTO_MIGRATE": "true",
+    }
     if settings.database_schema:
         env["ADAPTER_DATABASE_SCHEMA"] = settings.database_schema
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adapter.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "adapter.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/fhir"
     deadline = time.monotonic() + 30
@@ -59,9 +74,13 @@ def server(settings, tmp_path):
 
 
 def test_real_process_accepts_a_referral_and_finds_it(server):
-    r = httpx.post(server, content=json.dumps(referral_bundle("9990554331")), headers=FHIR_JSON, timeout=10)
+    r = httpx.post(
+        server, content=json.dumps(referral_bundle("9990554331")), headers=FHIR_JSON, timeout=10
+    )
     assert r.status_code == 200, r.text
-    found = httpx.get(f"{server}/ServiceRequest", params={"subject:identifier": f"{NHS}|9990554331"}).json()
+    found = httpx.get(
+        f"{server}/ServiceRequest", params={"subject:identifier": f"{NHS}|9990554331"}
+    ).json()
     assert found["total"] == 1
 
 
@@ -76,8 +95,11 @@ def test_two_concurrent_updates_with_same_if_match_exactly_one_wins(server):
         payload = {**created, "gender": gender}
         with httpx.Client(timeout=10) as c:
             barrier.wait()
-            r = c.put(f"{server}/Patient/{pid}", content=json.dumps(payload),
-                      headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+            r = c.put(
+                f"{server}/Patient/{pid}",
+                content=json.dumps(payload),
+                headers={**FHIR_JSON, "If-Match": 'W/"1"'},
+            )
             results.append(r.status_code)
 
     threads = [threading.Thread(target=update, args=(g,)) for g in ("male", "female")]

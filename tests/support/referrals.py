@@ -34,19 +34,48 @@ def referral_bundle(
     pat, prac, org, role, sr = (f"urn:uuid:{uuid.uuid4()}" for _ in range(5))
     service_request: dict[str, Any] = {
         "resourceType": "ServiceRequest",
-        "identifier": [{"system": "https://fhir.cmh-adapter.example/Id/referral",
-                        "value": ubrn or str(uuid.uuid4())}],
+        "identifier": [
+            {
+                "system": "https://fhir.cmh-adapter.example/Id/referral",
+                "value": ubrn or str(uuid.uuid4()),
+            }
+        ],
         "status": "active",
         "intent": "order",
-        "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "3457005",
-                                  "display": "Patient referral"}]}],
-        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "183524004",
-                             "display": "Referral to psychiatry service"}]},
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://snomed.info/sct",
+                        "code": "3457005",
+                        "display": "Patient referral",
+                    }
+                ]
+            }
+        ],
+        "code": {
+            "coding": [
+                {
+                    "system": "http://snomed.info/sct",
+                    "code": "183524004",
+                    "display": "Referral to psychiatry service",
+                }
+            ]
+        },
         "subject": {"reference": pat},
         "requester": {"reference": role},
         "authoredOn": "2026-11-20T10:00:00+00:00",
-        "reasonCode": [{"coding": [{"system": "http://snomed.info/sct", "code": "35489007",
-                                    "display": "Depressive disorder"}]}],
+        "reasonCode": [
+            {
+                "coding": [
+                    {
+                        "system": "http://snomed.info/sct",
+                        "code": "35489007",
+                        "display": "Depressive disorder",
+                    }
+                ]
+            }
+        ],
         "performerType": {"text": "Community mental health team"},
     }
     if priority is not None:
@@ -65,32 +94,47 @@ def referral_bundle(
                     "birthDate": "1980-01-01",
                     "generalPractitioner": [{"reference": org}],
                 },
-                "request": {"method": "POST", "url": "Patient",
-                            "ifNoneExist": f"identifier={NHS}|{nhs}"},
+                "request": {
+                    "method": "POST",
+                    "url": "Patient",
+                    "ifNoneExist": f"identifier={NHS}|{nhs}",
+                },
             },
             {
                 "fullUrl": org,
-                "resource": {"resourceType": "Organization",
-                             "identifier": [{"system": ODS, "value": practice_ods}],
-                             "name": "Synthetic Surgery"},
-                "request": {"method": "POST", "url": "Organization",
-                            "ifNoneExist": f"identifier={ODS}|{practice_ods}"},
+                "resource": {
+                    "resourceType": "Organization",
+                    "identifier": [{"system": ODS, "value": practice_ods}],
+                    "name": "Synthetic Surgery",
+                },
+                "request": {
+                    "method": "POST",
+                    "url": "Organization",
+                    "ifNoneExist": f"identifier={ODS}|{practice_ods}",
+                },
             },
             {
                 "fullUrl": prac,
-                "resource": {"resourceType": "Practitioner",
-                             "name": [{"family": "Example", "prefix": ["Dr"]}]},
+                "resource": {
+                    "resourceType": "Practitioner",
+                    "name": [{"family": "Example", "prefix": ["Dr"]}],
+                },
                 "request": {"method": "POST", "url": "Practitioner"},
             },
             {
                 "fullUrl": role,
-                "resource": {"resourceType": "PractitionerRole",
-                             "practitioner": {"reference": prac},
-                             "organization": {"reference": org}},
+                "resource": {
+                    "resourceType": "PractitionerRole",
+                    "practitioner": {"reference": prac},
+                    "organization": {"reference": org},
+                },
                 "request": {"method": "POST", "url": "PractitionerRole"},
             },
-            {"fullUrl": sr, "resource": service_request,
-             "request": {"method": "POST", "url": "ServiceRequest"}},
+            {
+                "fullUrl": sr,
+                "resource": service_request,
+                "request": {"method": "POST", "url": "ServiceRequest"},
+            },
         ],
     }
 

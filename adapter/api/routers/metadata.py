@@ -14,8 +14,16 @@ from adapter.fhir.types import JsonObject
 
 router = APIRouter(tags=["metadata"])
 
-INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type", "create",
-                "search-type"]
+INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
 
 #: Hooks other parts (SMART, operations) use to add truthful statements about themselves.
 CAPABILITY_HOOKS: list[Any] = []
@@ -37,8 +45,12 @@ def capability_statement(services: Any, base: str) -> JsonObject:
                 "conditionalDelete": "not-supported",
                 "interaction": [{"code": c} for c in INTERACTIONS],
                 "searchParam": params,
-                "operation": [{"name": "validate",
-                               "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+                "operation": [
+                    {
+                        "name": "validate",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                    }
+                ],
             }
         )
     cs: JsonObject = {
@@ -47,18 +59,27 @@ def capability_statement(services: Any, base: str) -> JsonObject:
         "date": "2026-11-26",
         "kind": "instance",
         "software": {"name": "cmh-fhir-adapter", "version": __version__},
-        "implementation": {"description": "FHIR R4 adapter for UK community mental health services",
-                           "url": base},
+        "implementation": {
+            "description": "FHIR R4 adapter for UK community mental health services",
+            "url": base,
+        },
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "rest": [
             {
                 "mode": "server",
                 "resource": resources,
-                "interaction": [{"code": "transaction"}, {"code": "batch"},
-                                {"code": "history-system"}],
-                "operation": [{"name": "validate",
-                               "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
+                "operation": [
+                    {
+                        "name": "validate",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                    }
+                ],
             }
         ],
     }

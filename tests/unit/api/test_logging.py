@@ -11,9 +11,7 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def _all_log_text(caplog) -> str:
-    return "\n".join(
-        f"{r.getMessage()} {r.__dict__}" for r in caplog.records
-    )
+    return "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
 
 
 def test_rejected_referral_logs_no_patient_data(client, caplog):

@@ -54,7 +54,9 @@ def test_valid_referral_is_stored_and_found_by_nhs_number(client):
     assert patient_ref.startswith("Patient/")  # urn:uuid rewritten
     assert client.get(f"/fhir/{patient_ref}").json()["identifier"][0]["value"] == "9990000018"
 
-    found = client.get("/fhir/ServiceRequest", params={"subject:identifier": f"{NHS}|9990000018"}).json()
+    found = client.get(
+        "/fhir/ServiceRequest", params={"subject:identifier": f"{NHS}|9990000018"}
+    ).json()
     assert found["total"] == 1
     assert found["entry"][0]["resource"]["id"] == sr_id
     by_patient = client.get("/fhir/ServiceRequest", params={"patient": patient_ref}).json()
@@ -109,7 +111,9 @@ def test_unparseable_body_is_400_operation_outcome(client):
 
 
 def test_wrong_media_type_is_415(client):
-    r = client.post("/fhir/Patient", content=b"<Patient/>", headers={"Content-Type": "application/xml"})
+    r = client.post(
+        "/fhir/Patient", content=b"<Patient/>", headers={"Content-Type": "application/xml"}
+    )
     assert r.status_code == 415
     assert r.json()["resourceType"] == "OperationOutcome"
 
@@ -119,13 +123,18 @@ def test_conditional_create_does_not_duplicate_the_patient(client, services):
     assert post_bundle(client, referral_bundle("9990000026")).status_code == 200
     patients = client.get("/fhir/Patient", params={"identifier": f"{NHS}|9990000026"}).json()
     assert patients["total"] == 1
-    srs = client.get("/fhir/ServiceRequest", params={"subject:identifier": f"{NHS}|9990000026"}).json()
+    srs = client.get(
+        "/fhir/ServiceRequest", params={"subject:identifier": f"{NHS}|9990000026"}
+    ).json()
     assert srs["total"] == 2
 
 
 def test_create_read_update_with_if_match_and_history(client):
-    body = {"resourceType": "Patient", "identifier": [{"system": NHS, "value": "9990079196"}],
-            "gender": "female"}
+    body = {
+        "resourceType": "Patient",
+        "identifier": [{"system": NHS, "value": "9990079196"}],
+        "gender": "female",
+    }
     r = client.post("/fhir/Patient", content=json.dumps(body), headers=FHIR_JSON)
     assert r.status_code == 201
     assert r.headers["etag"] == 'W/"1"'
@@ -133,12 +142,18 @@ def test_create_read_update_with_if_match_and_history(client):
     assert r.headers["location"].endswith(f"/fhir/Patient/{pid}/_history/1")
 
     updated = {**r.json(), "gender": "male"}
-    ok = client.put(f"/fhir/Patient/{pid}", content=json.dumps(updated),
-                    headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    ok = client.put(
+        f"/fhir/Patient/{pid}",
+        content=json.dumps(updated),
+        headers={**FHIR_JSON, "If-Match": 'W/"1"'},
+    )
     assert ok.status_code == 200
     assert ok.headers["etag"] == 'W/"2"'
-    stale = client.put(f"/fhir/Patient/{pid}", content=json.dumps(updated),
-                       headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    stale = client.put(
+        f"/fhir/Patient/{pid}",
+        content=json.dumps(updated),
+        headers={**FHIR_JSON, "If-Match": 'W/"1"'},
+    )
     assert stale.status_code == 412
     assert stale.json()["resourceType"] == "OperationOutcome"
     assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
@@ -153,8 +168,11 @@ def test_create_read_update_with_if_match_and_history(client):
 def test_if_none_exist_header_returns_existing(client):
     body = {"resourceType": "Patient", "identifier": [{"system": NHS, "value": "9990237573"}]}
     first = client.post("/fhir/Patient", content=json.dumps(body), headers=FHIR_JSON)
-    again = client.post("/fhir/Patient", content=json.dumps(body),
-                        headers={**FHIR_JSON, "If-None-Exist": f"identifier={NHS}|9990237573"})
+    again = client.post(
+        "/fhir/Patient",
+        content=json.dumps(body),
+        headers={**FHIR_JSON, "If-None-Exist": f"identifier={NHS}|9990237573"},
+    )
     assert first.status_code == 201
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
@@ -162,9 +180,17 @@ def test_if_none_exist_header_returns_existing(client):
 
 def test_search_paging_has_next_links_and_total(client):
     for i in range(5):
-        body = {"resourceType": "Patient", "gender": "other", "identifier": [
-            {"system": "https://fhir.cmh-adapter.example/Id/test", "value": f"p{i}"}]}
-        assert client.post("/fhir/Patient", content=json.dumps(body), headers=FHIR_JSON).status_code == 201
+        body = {
+            "resourceType": "Patient",
+            "gender": "other",
+            "identifier": [
+                {"system": "https://fhir.cmh-adapter.example/Id/test", "value": f"p{i}"}
+            ],
+        }
+        assert (
+            client.post("/fhir/Patient", content=json.dumps(body), headers=FHIR_JSON).status_code
+            == 201
+        )
     page = client.get("/fhir/Patient", params={"_count": 2}).json()
     assert page["total"] == 5
     assert len(page["entry"]) == 2
@@ -180,8 +206,12 @@ def test_search_paging_has_next_links_and_total(client):
 def test_transaction_is_all_or_nothing_when_a_later_entry_fails(client, services):
     before = total_resources(services)
     bundle = referral_bundle("9990316767")
-    bundle["entry"].append({"resource": {"resourceType": "Patient", "id": "x"},
-                            "request": {"method": "PUT", "url": "Patient/x"}})
+    bundle["entry"].append(
+        {
+            "resource": {"resourceType": "Patient", "id": "x"},
+            "request": {"method": "PUT", "url": "Patient/x"},
+        }
+    )
     bundle["entry"].append({"request": {"method": "DELETE", "url": "Patient/does-not-exist"}})
     r = post_bundle(client, bundle)
     # the last entry deletes nothing that exists; R4 allows that, so the Bundle commits
@@ -189,27 +219,46 @@ def test_transaction_is_all_or_nothing_when_a_later_entry_fails(client, services
     # now one whose PUT carries a stale If-Match: the whole Bundle must roll back
     after_first = total_resources(services)
     bad = referral_bundle("9990395950")
-    bad["entry"].append({"resource": {"resourceType": "Patient", "id": "x"},
-                         "request": {"method": "PUT", "url": "Patient/x", "ifMatch": 'W/"9"'}})
+    bad["entry"].append(
+        {
+            "resource": {"resourceType": "Patient", "id": "x"},
+            "request": {"method": "PUT", "url": "Patient/x", "ifMatch": 'W/"9"'},
+        }
+    )
     r2 = post_bundle(client, bad)
     assert r2.status_code == 412
     assert total_resources(services) == after_first > before
 
 
 def test_batch_entries_succeed_or_fail_independently(client):
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": {"resourceType": "Patient", "identifier": [{"system": NHS, "value": "9990475148"}]},
-         "request": {"method": "POST", "url": "Patient"}},
-        {"resource": {"resourceType": "Patient", "identifier": [{"system": NHS, "value": "9990475149"}]},
-         "request": {"method": "POST", "url": "Patient"}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": NHS, "value": "9990475148"}],
+                },
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": NHS, "value": "9990475149"}],
+                },
+                "request": {"method": "POST", "url": "Patient"},
+            },
+        ],
+    }
     r = post_bundle(client, bundle)
     assert r.status_code == 200
     statuses = [e["response"]["status"] for e in r.json()["entry"]]
     assert statuses[0] == "201 Created"
     assert statuses[1].startswith("422")
     assert r.json()["entry"][1]["response"]["outcome"]["issue"][0]["expression"] == [
-        "Bundle.entry[1].resource.identifier[0].value"]
+        "Bundle.entry[1].resource.identifier[0].value"
+    ]
 
 
 def test_validate_operation_always_200(client):
@@ -217,7 +266,8 @@ def test_validate_operation_always_200(client):
     r = client.post("/fhir/$validate", content=json.dumps(bad), headers=FHIR_JSON)
     assert r.status_code == 200
     codes = [i["code"] for i in r.json()["issue"]]
-    assert "value" in codes and "business-rule" in codes
+    assert "value" in codes
+    assert "business-rule" in codes
 
 
 def test_unknown_type_and_missing_resource_are_outcomes(client):
