@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapter.policy.engine import PolicyEngine
+from adapter.policy.engine import Evaluation, PolicyEngine
 from adapter.policy.rulepack import Rule, RulePack, load_pack, load_packs
 
-__all__ = ["PolicyEngine", "Rule", "RulePack", "load_pack", "load_packs"]
+__all__ = ["Evaluation", "PolicyEngine", "Rule", "RulePack", "load_pack", "load_packs"]

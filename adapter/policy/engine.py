@@ -1,38 +1,151 @@
-"""Evaluates the loaded rule packs over one resource; every finding carries its rule and citation."""
+"""Evaluates the loaded rule packs over one resource; every finding carries its rule and citation.
+
+Pack selection per resource: the context's packs, or else the configured ones (packs loaded only
+`on_demand` are not configured). Then the data may change it (`jurisdiction.detect`): a Welsh
+resource drops packs for England and adds the Welsh ones. Trust overrides of the selected packs
+are applied to the rules once per distinct selection and cached, as is the index by resource type.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from adapter.context import ValidationContext
 from adapter.fhir import jsonio
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
-from adapter.policy.rulepack import RulePack
+from adapter.policy import jurisdiction
+from adapter.policy.checks import CHECKS
+from adapter.policy.overrides import apply_overrides, provenance, read_overrides
+from adapter.policy.rulepack import Rule, RulePack, load_packs
+
+if TYPE_CHECKING:
+    from adapter.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    issues: list[Issue]
+    #: ids of the rules that applied (guard true) and were evaluated, whether or not they failed
+    evaluated: tuple[str, ...]
+    packs: tuple[str, ...]
 
 
 class PolicyEngine:
     def __init__(self, packs: Mapping[str, RulePack]):
         self.packs = dict(packs)
-        self._by_type: dict[str, list[object]] = {}
+        self.configured: tuple[str, ...] = tuple(n for n, p in self.packs.items() if not p.on_demand)
+        self._index: dict[tuple[str, ...], dict[str, tuple[Rule, ...]]] = {}
+        self._rules: dict[str, Rule] = {r.id: r for p in self.packs.values() for r in p.rules}
 
-    def evaluate(self, resource: JsonObject, ctx: ValidationContext) -> list[Issue]:
-        rt = resource.get("resourceType")
-        names = ctx.packs or tuple(self.packs)
-        plain = jsonio.to_plain(resource)
-        issues: list[Issue] = []
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PolicyEngine:
+        names = list(settings.policy_packs)
+        if settings.trust_overrides and settings.trust_overrides not in names:
+            names.append(settings.trust_overrides)
+        return cls(load_packs(settings.profiles_dir / "policy", names))
+
+    # -- introspection -------------------------------------------------------------------------
+    def rules(self) -> Iterable[Rule]:
+        return self._rules.values()
+
+    def rule(self, rule_id: str) -> Rule | None:
+        return self._rules.get(rule_id)
+
+    def stamps(self) -> list[str]:
+        return [p.stamp for p in self.packs.values()]
+
+    # -- selection -----------------------------------------------------------------------------
+    def select_packs(self, resource: JsonObject, ctx: ValidationContext) -> tuple[str, ...]:
+        names = [n for n in (ctx.packs or self.configured) if n in self.packs]
+        nation = jurisdiction.detect(resource, ctx)
+        if nation == "wales":
+            names = [n for n in names if self.packs[n].jurisdiction != "england"]
+            names += [n for n, p in self.packs.items() if p.jurisdiction == "wales" and n not in names]
+        return tuple(names)
+
+    def _rules_for(self, names: tuple[str, ...]) -> dict[str, tuple[Rule, ...]]:
+        cached = self._index.get(names)
+        if cached is not None:
+            return cached
+        tuned: dict[str, Rule] = {}
         for name in names:
-            pack = self.packs.get(name)
-            if pack is None:
-                continue
-            for rule in pack.rules:
-                if rule.applies_to != rt or rule.compiled is None:
+            for rule in self.packs[name].rules:
+                tuned[rule.id] = rule
+        for name in names:
+            for override in self.packs[name].overrides:
+                rule = tuned.get(override.rule)
+                if rule is None:
                     continue
-                result = rule.compiled(plain)
-                if result == [True]:
+                if not override.enabled:
+                    del tuned[override.rule]
                     continue
-                issues.append(
-                    Issue(rule.severity, "business-rule", rule.message,
-                          expression=rule.location or str(rt), rule=rule.ref)
+                tuned[override.rule] = replace(
+                    rule,
+                    severity=override.severity or rule.severity,
+                    params={**rule.params, **override.params},
+                    tuned_by=f"{name}: {override.reason} ({override.citation})",
                 )
-        return issues
+        index: dict[str, list[Rule]] = {}
+        for rule in tuned.values():
+            index.setdefault(rule.applies_to, []).append(rule)
+        frozen = {k: tuple(v) for k, v in index.items()}
+        self._index[names] = frozen
+        return frozen
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, resource: JsonObject, ctx: ValidationContext) -> list[Issue]:
+        return self.evaluate_traced(resource, ctx).issues
+
+    def evaluate_traced(self, resource: JsonObject, ctx: ValidationContext) -> Evaluation:
+        names = self.select_packs(resource, ctx)
+        rules = self._rules_for(names).get(str(resource.get("resourceType")), ())
+        if not rules:
+            return Evaluation([], (), names)
+        plain = jsonio.to_plain(resource)
+        profiles = set((plain.get("meta") or {}).get("profile") or [])
+        guard_cache: dict[str, bool] = {}
+        issues: list[Issue] = []
+        evaluated: list[str] = []
+        overridable: set[str] = set()
+        for rule in rules:
+            if rule.profile and rule.profile not in profiles:
+                continue
+            if rule.guard is not None:
+                hit = guard_cache.get(rule.guard.key)
+                if hit is None:
+                    hit = guard_cache[rule.guard.key] = rule.guard.compiled(plain) == [True]
+                if not hit:
+                    continue
+            evaluated.append(rule.id)
+            if rule.overridable:
+                overridable.add(rule.id)
+            issues.extend(self._run(rule, plain, ctx))
+        if issues and any(i.is_blocking for i in issues):
+            found = read_overrides(plain)
+            if found:
+                issues = apply_overrides(issues, overridable, found)
+        return Evaluation(issues, tuple(evaluated), names)
+
+    def _run(self, rule: Rule, plain: JsonObject, ctx: ValidationContext) -> list[Issue]:
+        where = rule.location or str(plain.get("resourceType"))
+        if rule.compiled is not None:
+            if rule.compiled(plain) == [True]:
+                return []
+            return [self._issue(rule, where, None)]
+        findings = CHECKS[str(rule.check)](plain, ctx, rule.params)
+        return [self._issue(rule, f.location or where, f.detail) for f in findings]
+
+    @staticmethod
+    def _issue(rule: Rule, where: str, detail: str | None) -> Issue:
+        return Issue(rule.severity, "business-rule", rule.message, expression=where, rule=rule.ref,
+                     diagnostics=detail)
+
+    def overrides_provenance(
+        self, resource: JsonObject, issues: list[Issue], ctx: ValidationContext
+    ) -> JsonObject | None:
+        return provenance(resource, issues, ctx)
+
+

@@ -1,0 +1,52 @@
+"""Which nation's law a resource falls under, read from the data, so the right pack applies.
+
+Wales is detected when the resource (or anything it contains) carries:
+- an ODS organisation identifier starting `7A` (the seven Welsh health boards, 7A1-7A7), as a
+  performer, author, requester, appointing body or contained Organization; or
+- an explicit tag: meta.tag `{CS}policy-jurisdiction#wales` or `urn:iso:std:iso:3166:-2#GB-WLS`; or
+- the caller's fact `jurisdiction=wales` (ValidationContext.facts).
+An explicit `england` tag or fact wins over identifiers. Patient addresses are deliberately ignored:
+the Measure follows the provider, not where the patient lives (002.md §6.21).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from adapter.context import ValidationContext
+from adapter.fhir.types import JsonObject
+from adapter.policy.vocab import (
+    ISO_3166_2,
+    JURISDICTION_SYSTEM,
+    ODS_SYSTEM,
+    WELSH_HEALTH_BOARD_ODS_PREFIX,
+)
+
+Nation = Literal["england", "wales"]
+
+
+def detect(resource: JsonObject, ctx: ValidationContext) -> Nation | None:
+    fact = ctx.facts.get("jurisdiction")
+    if fact in ("england", "wales"):
+        return fact  # type: ignore[return-value]  # narrowed by the membership test
+    for tag in (resource.get("meta") or {}).get("tag") or []:
+        system, code = tag.get("system"), tag.get("code")
+        if system == JURISDICTION_SYSTEM and code in ("england", "wales"):
+            return "wales" if code == "wales" else "england"
+        if system == ISO_3166_2 and code in ("GB-WLS", "GB-ENG"):
+            return "wales" if code == "GB-WLS" else "england"
+    return "wales" if _has_welsh_ods(resource, 0) else None
+
+
+def _has_welsh_ods(node: Any, depth: int) -> bool:
+    if depth > 8:
+        return False
+    if isinstance(node, dict):
+        if node.get("system") == ODS_SYSTEM and str(node.get("value", "")).upper().startswith(
+            WELSH_HEALTH_BOARD_ODS_PREFIX
+        ):
+            return True
+        return any(_has_welsh_ods(v, depth + 1) for k, v in node.items() if isinstance(v, dict | list))
+    if isinstance(node, list):
+        return any(_has_welsh_ods(v, depth + 1) for v in node)
+    return False
