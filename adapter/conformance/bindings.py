@@ -20,7 +20,9 @@ def core_valueset(url: str) -> ValueSetCodes | None:
     raw = core_definitions().valuesets.get(url)
     if raw is None:
         return None
-    return {system: (frozenset(codes) if codes is not None else None) for system, codes in raw.items()}
+    return {
+        system: (frozenset(codes) if codes is not None else None) for system, codes in raw.items()
+    }
 
 
 def code_in(vs: ValueSetCodes, code: str) -> bool:

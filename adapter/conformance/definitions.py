@@ -45,7 +45,9 @@ class Child:
     name: str  # the FHIR element name (`value` for `valueQuantity`)
     element: ElementDef
     type_code: str  # the concrete type of this property
-    def_path: str  # where its own children are defined (type name, inline path or content reference)
+    def_path: (
+        str  # where its own children are defined (type name, inline path or content reference)
+    )
 
 
 @dataclass(slots=True)
@@ -73,9 +75,9 @@ class CoreDefinitions:
         out: dict[str, Child] = {}
         prefix = def_path + "."
         for path, el in self.elements.items():
-            if not path.startswith(prefix) or "." in path[len(prefix):]:
+            if not path.startswith(prefix) or "." in path[len(prefix) :]:
                 continue
-            name = path[len(prefix):]
+            name = path[len(prefix) :]
             if name.endswith("[x]"):
                 base = name[:-3]
                 for t in el.types:

@@ -21,7 +21,12 @@ from adapter.issue import Issue
 
 def _iter_identifiers(node: JsonValue, path: str) -> Iterator[tuple[str, JsonObject]]:
     if isinstance(node, dict):
-        if "system" in node and "value" in node and "resourceType" not in node and "code" not in node:
+        if (
+            "system" in node
+            and "value" in node
+            and "resourceType" not in node
+            and "code" not in node
+        ):
             yield path, node
         for key, value in node.items():
             if key.startswith("_") or key == "resourceType":
@@ -60,7 +65,11 @@ def identifier_issues(resource: JsonObject) -> list[Issue]:
             )
         if system == ODS_ORGANIZATION_SYSTEM and not ods_code_is_well_formed(value):
             issues.append(
-                Issue("error", "value", "ODS organisation code is not well formed",
-                      expression=f"{path}.value")
+                Issue(
+                    "error",
+                    "value",
+                    "ODS organisation code is not well formed",
+                    expression=f"{path}.value",
+                )
             )
     return issues

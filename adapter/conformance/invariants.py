@@ -54,7 +54,10 @@ _OPTIONS: Final = {
 #: Invariants that can only fail when the node has this property (they look at %resource, which
 #: defeats the generic shortcut, but are guarded by a leading navigation).
 GUARDED_BY: Final[dict[str, str]] = {
-    "dom-2": "contained", "dom-3": "contained", "dom-4": "contained", "dom-5": "contained",
+    "dom-2": "contained",
+    "dom-3": "contained",
+    "dom-4": "contained",
+    "dom-5": "contained",
 }
 
 
@@ -79,7 +82,19 @@ def compiled(key: str) -> Invariant | None:
     return compile_invariant(key.split("@", 1)[0], str(raw["expression"]), str(raw["human"]))
 
 
+#: Spellings fhirpathpy reads differently from the reference implementation (same meaning in R4).
+REWRITES: Final[dict[str, tuple[str, str]]] = {
+    "que-7": (
+        " is Boolean",
+        " is boolean",
+    ),  # fhirpathpy: System.Boolean does not match FHIR boolean
+}
+
+
 def compile_invariant(key: str, expression: str, human: str) -> Invariant | None:
+    rewrite = REWRITES.get(key)
+    if rewrite is not None:
+        expression = expression.replace(*rewrite)
     try:
         fn = fhirpathpy.compile(expression, _MODEL, _OPTIONS)
     except Exception:  # the ANTLR parser raises plain Exceptions on syntax it does not support
@@ -110,20 +125,29 @@ class InvariantRunner:
         self._empty_results: dict[tuple[str, str], bool] = {}
 
     def passes(
-        self, inv: Invariant, node: JsonValue, def_path: str, resource: JsonObject,
+        self,
+        inv: Invariant,
+        node: JsonValue,
+        def_path: str,
+        resource: JsonObject,
         root: JsonObject,
     ) -> bool:
         guard = GUARDED_BY.get(inv.key)
         if guard is not None and isinstance(node, dict) and guard not in node:
             return True
-        if isinstance(node, dict) and not inv.looks_at_whole_node and not (
-            inv.names & _property_names(node)
+        if (
+            isinstance(node, dict)
+            and not inv.looks_at_whole_node
+            and not (inv.names & _property_names(node))
         ):
             cache_key = (inv.key + inv.expression, def_path)
             hit = self._empty_results.get(cache_key)
             if hit is None:
-                empty: JsonObject = {"resourceType": def_path} if "." not in def_path and (
-                    core_definitions().is_resource(def_path)) else {}
+                empty: JsonObject = (
+                    {"resourceType": def_path}
+                    if "." not in def_path and (core_definitions().is_resource(def_path))
+                    else {}
+                )
                 hit = self._evaluate(inv, empty, def_path, empty, empty)
                 self._empty_results[cache_key] = hit
             return hit
@@ -135,9 +159,9 @@ class InvariantRunner:
     ) -> bool:
         try:
             result = inv.fn(
-                ResourceNode.create_node(node, def_path),
+                ResourceNode.create_node(node, def_path),  # type: ignore[no-untyped-call]  # fhirpathpy is untyped here
                 {"resource": resource, "rootResource": root},
             )
         except Exception:  # fhirpathpy raises bare Exceptions for unsupported constructs
             return True
-        return result == [True] or result == []  # empty: cannot decide; never a false error
+        return bool(result == [True] or result == [])  # empty: cannot decide; never a false error

@@ -18,8 +18,23 @@ from adapter.fhir.types import JsonValue
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
 _STRING_TYPES: Final = frozenset(
-    {"string", "code", "id", "markdown", "uri", "url", "canonical", "oid", "uuid", "base64Binary",
-     "date", "dateTime", "instant", "time", "xhtml"}
+    {
+        "string",
+        "code",
+        "id",
+        "markdown",
+        "uri",
+        "url",
+        "canonical",
+        "oid",
+        "uuid",
+        "base64Binary",
+        "date",
+        "dateTime",
+        "instant",
+        "time",
+        "xhtml",
+    }
 )
 _INTEGER_TYPES: Final = frozenset({"integer", "positiveInt", "unsignedInt"})
 _DATE_PREFIX: Final = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
@@ -45,9 +60,12 @@ def primitive_problem(type_code: str, value: JsonValue) -> str | None:
         return None
     if type_code in _INTEGER_TYPES:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, Decimal) and value == value.to_integral_value() and "." not in str(
-                value
-            ) and "e" not in str(value).lower():
+            if (
+                isinstance(value, Decimal)
+                and value == value.to_integral_value()
+                and "." not in str(value)
+                and "e" not in str(value).lower()
+            ):
                 value = int(value)
             else:
                 return "must be a JSON integer"

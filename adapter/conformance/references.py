@@ -18,12 +18,11 @@ from adapter.fhir.references import parse_reference
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 
-
 #: Absolute URLs that are not RESTful FHIR URLs are legal references (R4 references.html §2.3.0.2).
 _ABSOLUTE_URL: Final = re.compile(r"^[a-z][a-z0-9+.\-]*://\S+$")
 
 
-def _contained_type(resource: JsonObject, cid: str | None) -> str | None | bool:
+def _contained_type(resource: JsonObject, cid: str | None) -> str | bool | None:
     """The type of contained resource `cid`; False if there is none with that id."""
     for c in resource.get("contained") or []:
         if isinstance(c, dict) and c.get("id") == cid:
@@ -37,15 +36,19 @@ def _bundle_full_urls(bundle: JsonObject | None) -> dict[str, JsonObject]:
     if not bundle:
         return out
     for entry in bundle.get("entry") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict) and isinstance(
-            entry.get("fullUrl"), str
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("resource"), dict)
+            and isinstance(entry.get("fullUrl"), str)
         ):
             out[entry["fullUrl"]] = entry["resource"]
     return out
 
 
 def reference_issues(
-    found: Iterable[FoundReference], ctx: ValidationContext, own_bundle: JsonObject | None = None,
+    found: Iterable[FoundReference],
+    ctx: ValidationContext,
+    own_bundle: JsonObject | None = None,
 ) -> list[Issue]:
     """`own_bundle` is set when the resource being validated is itself a Bundle."""
     issues: list[Issue] = []
@@ -56,20 +59,28 @@ def reference_issues(
         parsed = parse_reference(value)
         if parsed.kind == "invalid":
             if not _ABSOLUTE_URL.match(value):
-                issues.append(Issue("error", "value",
-                                    "Reference is not a valid literal reference", expr))
+                issues.append(
+                    Issue("error", "value", "Reference is not a valid literal reference", expr)
+                )
             continue
         actual_type: str | None = parsed.resource_type
         declared = ref.reference.get("type")
         if isinstance(declared, str) and actual_type and declared != actual_type:
-            issues.append(Issue("error", "value",
-                                f"Reference type '{declared}' disagrees with the reference", expr))
+            issues.append(
+                Issue(
+                    "error",
+                    "value",
+                    f"Reference type '{declared}' disagrees with the reference",
+                    expr,
+                )
+            )
         if parsed.kind == "contained":
             holder = ref.root if ref.resource is not ref.root else ref.resource
             found_type = _contained_type(holder, parsed.id)
             if found_type is False:
-                issues.append(Issue("error", "not-found", "Contained reference does not resolve",
-                                    expr))
+                issues.append(
+                    Issue("error", "not-found", "Contained reference does not resolve", expr)
+                )
                 continue
             actual_type = found_type if isinstance(found_type, str) else None
         elif parsed.kind == "urn-uuid":
@@ -77,28 +88,46 @@ def reference_issues(
                 bundle_urls = _bundle_full_urls(own_bundle or ctx.bundle)
             target = bundle_urls.get(value)
             if target is None and own_bundle is None and ctx.bundle is None:
-                issues.append(Issue("error", "not-found",
-                                    "urn:uuid reference does not resolve inside a Bundle", expr))
-                continue
+                continue  # outside any Bundle (e.g. inside Parameters) nothing can resolve it
             if target is None:
-                issues.append(Issue("error", "not-found",
-                                    "urn:uuid reference does not resolve inside the Bundle", expr))
+                issues.append(
+                    Issue(
+                        "error",
+                        "not-found",
+                        "urn:uuid reference does not resolve inside the Bundle",
+                        expr,
+                    )
+                )
                 continue
             rt = target.get("resourceType")
             actual_type = rt if isinstance(rt, str) else None
-        elif parsed.kind == "relative" and own_bundle is None and (
-            ctx.bundle is not None or ctx.check_store_references
+        elif (
+            parsed.kind == "relative"
+            and own_bundle is None
+            and (ctx.bundle is not None or ctx.check_store_references)
+            and ctx.resolve(value) is None
         ):
-            if ctx.resolve(value) is None:
-                issues.append(Issue(
-                    "error", "not-found",
-                    f"Reference to {parsed.resource_type} does not resolve in the Bundle or the store",
-                    expr))
-        if actual_type and ref.targets and "Resource" not in ref.targets and (
-            actual_type not in ref.targets
+            issues.append(
+                Issue(
+                    "error",
+                    "not-found",
+                    f"Reference to {parsed.resource_type} does not resolve in the Bundle or store",
+                    expr,
+                )
+            )
+        if (
+            actual_type
+            and ref.targets
+            and "Resource" not in ref.targets
+            and (actual_type not in ref.targets)
         ):
             allowed = ", ".join(ref.targets)
-            issues.append(Issue("error", "structure",
-                                f"Reference to {actual_type} is not allowed here (allowed: {allowed})",
-                                expr))
+            issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    f"Reference to {actual_type} is not allowed here (allowed: {allowed})",
+                    expr,
+                )
+            )
     return issues

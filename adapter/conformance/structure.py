@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from adapter.conformance.bindings import code_in, core_valueset, coding_in
+from adapter.conformance.bindings import code_in, coding_in, core_valueset
 from adapter.conformance.definitions import Child, CoreDefinitions, ElementDef
 from adapter.conformance.invariants import InvariantRunner, compiled
 from adapter.conformance.primitives import primitive_problem
@@ -48,26 +48,51 @@ class InstanceWalker:
         rt = resource.get("resourceType")
         if not isinstance(rt, str) or not self._defs.is_resource(rt):
             return
-        self._walk(resource, rt, path, resource, root if root is not None else resource, out,
-                   is_resource_root=True)
+        self._walk(
+            resource,
+            rt,
+            path,
+            resource,
+            root if root is not None else resource,
+            out,
+            is_resource_root=True,
+        )
 
     def _walk(
-        self, node: JsonObject, def_path: str, path: str, resource: JsonObject, root: JsonObject,
-        out: WalkResult, *, is_resource_root: bool = False,
+        self,
+        node: JsonObject,
+        def_path: str,
+        path: str,
+        resource: JsonObject,
+        root: JsonObject,
+        out: WalkResult,
+        *,
+        is_resource_root: bool = False,
     ) -> None:
         defs = self._defs
         keys = [k for k in node if k != "resourceType"]
         if not is_resource_root and (not keys or keys == ["id"]):
-            out.issues.append(Issue("error", "invariant",
-                                    "ele-1: All FHIR elements must have a @value or children", path))
+            out.issues.append(
+                Issue(
+                    "error",
+                    "invariant",
+                    "ele-1: All FHIR elements must have a @value or children",
+                    path,
+                )
+            )
             return
         children = defs.children(def_path)
         if def_path == "Extension" or def_path.endswith(".extension"):
             has_value = any(k.startswith("value") for k in node)
             if ("extension" in node) == has_value:
-                out.issues.append(Issue(
-                    "error", "invariant",
-                    "ext-1: Must have either extensions or value[x], not both", path))
+                out.issues.append(
+                    Issue(
+                        "error",
+                        "invariant",
+                        "ext-1: Must have either extensions or value[x], not both",
+                        path,
+                    )
+                )
         for key in keys:
             value = node[key]
             if key.startswith("_"):
@@ -76,13 +101,14 @@ class InstanceWalker:
             child = children.get(key)
             if child is None:
                 continue
-            if is_resource_root and key == "id":
+            if is_resource_root and key == "id" and "." not in path:
                 child = Child("id", child.element, "id", "id")
             items = value if isinstance(value, list) else [value]
             as_list = isinstance(value, list)
             if as_list and not items:
-                out.issues.append(Issue("error", "invariant",
-                                        "ele-1: Arrays must not be empty", f"{path}.{key}"))
+                out.issues.append(
+                    Issue("error", "invariant", "ele-1: Arrays must not be empty", f"{path}.{key}")
+                )
             for i, item in enumerate(items):
                 item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
                 self._item(child, item, item_path, resource, root, out)
@@ -90,20 +116,31 @@ class InstanceWalker:
             name = req.path.rsplit(".", 1)[-1]
             if name.endswith("[x]"):
                 stem = name[:-3]
-                present = any(k.lstrip("_").startswith(stem) and k.lstrip("_") in children
-                              for k in node)
+                present = any(
+                    k.lstrip("_").startswith(stem) and k.lstrip("_") in children for k in node
+                )
             else:
                 present = name in node or f"_{name}" in node
             if not present:
-                out.issues.append(Issue("error", "required",
-                                        f"Minimum cardinality of '{name}' is {req.min}",
-                                        f"{path}.{name.removesuffix('[x]')}"))
+                out.issues.append(
+                    Issue(
+                        "error",
+                        "required",
+                        f"Minimum cardinality of '{name}' is {req.min}",
+                        f"{path}.{name.removesuffix('[x]')}",
+                    )
+                )
         own = defs.elements.get(def_path)
         if own is not None and own.constraints:
             self._invariants(own.constraints, node, def_path, path, resource, root, out)
 
     def _item(
-        self, child: Child, item: JsonValue, path: str, resource: JsonObject, root: JsonObject,
+        self,
+        child: Child,
+        item: JsonValue,
+        path: str,
+        resource: JsonObject,
+        root: JsonObject,
         out: WalkResult,
     ) -> None:
         defs = self._defs
@@ -118,14 +155,21 @@ class InstanceWalker:
             if el.binding and type_code in _CODED and isinstance(item, str):
                 vs = core_valueset(el.binding)
                 if vs is not None and not code_in(vs, item):
-                    out.issues.append(Issue(
-                        "error", "code-invalid",
-                        f"The code is not in the required value set {el.binding}", path))
+                    out.issues.append(
+                        Issue(
+                            "error",
+                            "code-invalid",
+                            f"The code is not in the required value set {el.binding}",
+                            path,
+                        )
+                    )
             return
         if not isinstance(item, dict):
             return  # wrong JSON kind: reported by the structural parse
         if type_code == "Resource":
-            self.walk_resource(item, path, root, out)
+            # %rootResource is the container only for contained resources; a Bundle entry or a
+            # Parameters resource is a root of its own.
+            self.walk_resource(item, path, root if child.name == "contained" else None, out)
             return
         if el.binding and type_code in ("Coding", "CodeableConcept"):
             self._binding(el, type_code, item, path, out)
@@ -142,32 +186,55 @@ class InstanceWalker:
         vs = core_valueset(el.binding)
         if vs is None:
             return
-        codings = [item] if type_code == "Coding" else [
-            c for c in item.get("coding") or [] if isinstance(c, dict)]
+        codings = (
+            [item]
+            if type_code == "Coding"
+            else [c for c in item.get("coding") or [] if isinstance(c, dict)]
+        )
         if not codings:
             return
         if not any(coding_in(vs, c) for c in codings):
             where = path if type_code == "Coding" else f"{path}.coding"
-            out.issues.append(Issue("error", "code-invalid",
-                                    f"No coding is in the required value set {el.binding}", where))
+            out.issues.append(
+                Issue(
+                    "error",
+                    "code-invalid",
+                    f"No coding is in the required value set {el.binding}",
+                    where,
+                )
+            )
 
     def _primitive_extension(self, value: JsonValue, path: str, out: WalkResult) -> None:
         items = value if isinstance(value, list) else [value]
         for i, item in enumerate(items):
             if isinstance(item, dict) and (not item or list(item) == ["id"]):
                 where = f"{path}[{i}]" if isinstance(value, list) else path
-                out.issues.append(Issue(
-                    "error", "invariant", "ele-1: All FHIR elements must have a @value or children",
-                    where))
+                out.issues.append(
+                    Issue(
+                        "error",
+                        "invariant",
+                        "ele-1: All FHIR elements must have a @value or children",
+                        where,
+                    )
+                )
 
     def _invariants(
-        self, keys: tuple[str, ...], node: JsonObject, def_path: str, path: str,
-        resource: JsonObject, root: JsonObject, out: WalkResult,
+        self,
+        keys: tuple[str, ...],
+        node: JsonObject,
+        def_path: str,
+        path: str,
+        resource: JsonObject,
+        root: JsonObject,
+        out: WalkResult,
     ) -> None:
         for key in keys:
             inv = compiled(key)
             if inv is None:
                 continue
             if not self._runner.passes(inv, node, def_path, resource, root):
-                out.issues.append(Issue("error", "invariant",
-                                        f"Constraint failed: {inv.key}: '{inv.human}'", path))
+                out.issues.append(
+                    Issue(
+                        "error", "invariant", f"Constraint failed: {inv.key}: '{inv.human}'", path
+                    )
+                )

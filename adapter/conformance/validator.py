@@ -2,17 +2,20 @@
 
 Structural parsing (fhir.resources R4B) is done by the pipeline first, so that structurally invalid
 input is answered 400 before anything here runs; everything here answers 422. The order is: the
-instance walk (formats, bindings, ele-1, invariants), references, UK identifiers, profiles (from
+instance walk (formats, bindings, ele-1, invariants), references, UK identifiers, our profiles (from
 meta.profile and ctx.profiles) and, for a QuestionnaireResponse, its Questionnaire.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from adapter.conformance.definitions import core_definitions
 from adapter.conformance.identifiers import identifier_issues
 from adapter.conformance.invariants import InvariantRunner
+from adapter.conformance.profiles import ProfileRegistry
+from adapter.conformance.questionnaire import QuestionnaireLookup, questionnaire_issues
 from adapter.conformance.references import reference_issues
 from adapter.conformance.structure import InstanceWalker, WalkResult
 from adapter.context import ValidationContext
@@ -20,18 +23,40 @@ from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 
 
-class ConformanceValidator:
-    """The conformance stage. Built once at start-up; `validate` is pure and thread-safe."""
+def _canonical_key(url: str) -> str:
+    return url.split("|", 1)[0]
 
-    def __init__(self, *, profiles_dir: Path | None = None) -> None:
+
+class ConformanceValidator:
+    """The conformance stage. Built once at start-up; `validate` is pure and thread-safe.
+
+    `questionnaire_lookup` resolves a Questionnaire canonical (e.g. from the store's search) when it
+    is not in the Bundle, contained, or profiles/questionnaires/.
+    """
+
+    def __init__(
+        self,
+        *,
+        profiles_dir: Path | None = None,
+        questionnaire_lookup: QuestionnaireLookup | None = None,
+    ) -> None:
         if profiles_dir is None:
             from adapter.settings import Settings
 
             profiles_dir = Settings().profiles_dir
         self.profiles_dir = profiles_dir
+        self.profiles = ProfileRegistry.load(profiles_dir)
+        self.questionnaire_lookup = questionnaire_lookup
         self._walker = InstanceWalker(core_definitions(), InvariantRunner())
 
     def validate(self, resource: JsonObject, ctx: ValidationContext) -> list[Issue]:
+        return self.validate_with_supporting(resource, ctx, ())
+
+    def validate_with_supporting(
+        self, resource: JsonObject, ctx: ValidationContext, supporting: Iterable[JsonObject]
+    ) -> list[Issue]:
+        """As `validate`, with extra Questionnaires and profiles available for this call only."""
+        supporting = list(supporting)
         rt = str(resource.get("resourceType", "Resource"))
         walk = WalkResult()
         self._walker.walk_resource(resource, rt, None, walk)
@@ -40,4 +65,66 @@ class ConformanceValidator:
             walk.references, ctx, own_bundle=resource if rt == "Bundle" else None
         )
         issues += identifier_issues(resource)
+        issues += self.profiles.validate(resource, ctx.profiles, supporting)
+        for path, qr, holder in _responses(resource, rt):
+            q = self._find_questionnaire(qr, holder, ctx, supporting)
+            if q is not None:
+                issues += [
+                    i.rebased(path) if path != "QuestionnaireResponse" else i
+                    for i in questionnaire_issues(q, qr)
+                ]
         return issues
+
+    def _find_questionnaire(
+        self,
+        qr: JsonObject,
+        holder: JsonObject,
+        ctx: ValidationContext,
+        supporting: list[JsonObject],
+    ) -> JsonObject | None:
+        url = qr.get("questionnaire")
+        if not isinstance(url, str):
+            return None
+        key = _canonical_key(url)
+        candidates: list[JsonObject] = list(supporting)
+        candidates += [c for c in holder.get("contained") or [] if isinstance(c, dict)]
+        candidates += [res for _, _, res in ctx.bundle_resources()]
+        if url.startswith("#"):
+            return next(
+                (
+                    c
+                    for c in candidates
+                    if c.get("resourceType") == "Questionnaire" and c.get("id") == url[1:]
+                ),
+                None,
+            )
+        for c in candidates:
+            if (
+                c.get("resourceType") == "Questionnaire"
+                and isinstance(c.get("url"), str)
+                and (_canonical_key(c["url"]) == key)
+            ):
+                return c
+        found = self.profiles.questionnaire(key)
+        if found is not None:
+            return found
+        if self.questionnaire_lookup is not None:
+            found = self.questionnaire_lookup(url)
+            if found is not None:
+                return found
+        if ctx.store_lookup is not None and "/Questionnaire/" in key:
+            return ctx.store_lookup("Questionnaire", key.rsplit("/", 1)[-1])
+        return None
+
+
+def _responses(resource: JsonObject, rt: str) -> list[tuple[str, JsonObject, JsonObject]]:
+    """(path, QuestionnaireResponse, resource holding its contained) for the resource and entries."""
+    if rt == "QuestionnaireResponse":
+        return [("QuestionnaireResponse", resource, resource)]
+    out: list[tuple[str, JsonObject, JsonObject]] = []
+    if rt == "Bundle":
+        for i, entry in enumerate(resource.get("entry") or []):
+            res = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(res, dict) and res.get("resourceType") == "QuestionnaireResponse":
+                out.append((f"Bundle.entry[{i}].resource", res, res))
+    return out

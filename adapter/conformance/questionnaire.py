@@ -1,0 +1,292 @@
+"""QuestionnaireResponse against its Questionnaire: linkIds, order, answer types, required items,
+repeats, enableWhen, answerOption membership and the core item extensions (minValue, maxValue,
+minLength, regex, maxDecimalPlaces, minOccurs, maxOccurs, mimeType, maxSize, referenceResource).
+
+This is how DIALOG responses are checked. Finding the Questionnaire is the caller's job
+(`validator.py` looks in the Bundle, contained resources, profiles/questionnaires/ and lookup hooks).
+Texts name linkIds and limits, never answer values: answers may be patient data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Final
+
+from adapter.fhir.references import parse_reference
+from adapter.fhir.types import JsonObject, JsonValue
+from adapter.issue import Issue
+
+QuestionnaireLookup = Callable[[str], JsonObject | None]
+
+_EXT: Final = "http://hl7.org/fhir/StructureDefinition/"
+#: item.type -> the answer[x] property names allowed.
+ANSWER_TYPES: Final[dict[str, tuple[str, ...]]] = {
+    "boolean": ("valueBoolean",),
+    "decimal": ("valueDecimal",),
+    "integer": ("valueInteger",),
+    "date": ("valueDate",),
+    "dateTime": ("valueDateTime",),
+    "time": ("valueTime",),
+    "string": ("valueString",),
+    "text": ("valueString",),
+    "url": ("valueUri",),
+    "choice": ("valueCoding", "valueString", "valueInteger", "valueDate", "valueTime"),
+    "open-choice": ("valueCoding", "valueString"),
+    "attachment": ("valueAttachment",),
+    "reference": ("valueReference",),
+    "quantity": ("valueQuantity",),
+}
+_COMPARABLE: Final = ("valueInteger", "valueDecimal", "valueDate", "valueDateTime", "valueTime")
+
+
+def _ext(item: JsonObject, name: str) -> list[JsonValue]:
+    url = _EXT + name
+    out: list[JsonValue] = []
+    for e in item.get("extension") or []:
+        if isinstance(e, dict) and e.get("url") == url:
+            out.extend(v for k, v in e.items() if k.startswith("value"))
+    return out
+
+
+def _answer_value(answer: JsonObject) -> tuple[str, JsonValue] | None:
+    for k, v in answer.items():
+        if k.startswith("value"):
+            return k, v
+    return None
+
+
+def _same_coding(a: JsonValue, b: JsonValue) -> bool:
+    return (
+        isinstance(a, dict)
+        and isinstance(b, dict)
+        and a.get("code") == b.get("code")
+        and (a.get("system") == b.get("system") or not b.get("system"))
+    )
+
+
+class QuestionnaireChecker:
+    """Checks one QuestionnaireResponse against one Questionnaire."""
+
+    def __init__(self, questionnaire: JsonObject, response: JsonObject) -> None:
+        self.q = questionnaire
+        self.qr = response
+        self.issues: list[Issue] = []
+        self.in_progress = response.get("status") in ("in-progress", "stopped", "entered-in-error")
+        self._answers_by_link: dict[str, list[JsonObject]] = {}
+        self._index_answers(response.get("item") or [])
+
+    def _index_answers(self, items: Sequence[JsonValue]) -> None:
+        for it in items:
+            if not isinstance(it, dict):
+                continue
+            link = it.get("linkId")
+            for a in it.get("answer") or []:
+                if isinstance(a, dict) and isinstance(link, str):
+                    self._answers_by_link.setdefault(link, []).append(a)
+                    self._index_answers(a.get("item") or [])
+            self._index_answers(it.get("item") or [])
+
+    def run(self) -> list[Issue]:
+        self._items(self.q.get("item") or [], self.qr.get("item") or [], "QuestionnaireResponse")
+        return self.issues
+
+    def _error(self, code: str, text: str, expression: str) -> None:
+        self.issues.append(Issue("error", code, text, expression))  # type: ignore[arg-type]  # codes below are IssueCode literals
+
+    def _items(self, q_items: Sequence[JsonValue], r_items: Sequence[JsonValue], path: str) -> None:
+        q_by_link = {
+            q["linkId"]: (i, q)
+            for i, q in enumerate(q_items)
+            if isinstance(q, dict) and isinstance(q.get("linkId"), str)
+        }
+        last_index = -1
+        seen: dict[str, int] = {}
+        for i, r in enumerate(r_items):
+            if not isinstance(r, dict):
+                continue
+            rpath = f"{path}.item[{i}]"
+            link = r.get("linkId")
+            hit = q_by_link.get(link) if isinstance(link, str) else None
+            if hit is None:
+                self._error("structure", f"LinkId '{link}' not found in questionnaire", rpath)
+                continue
+            index, q = hit
+            if index < last_index:
+                self._error("structure", "Structural Error: items are out of order", rpath)
+            last_index = index
+            seen[q["linkId"]] = seen.get(q["linkId"], 0) + 1
+            if seen[q["linkId"]] > 1 and not q.get("repeats"):
+                self._error("structure", "Only one response item with this linkId allowed", rpath)
+            self._item(q, r, rpath)
+        for q in q_items:
+            if not isinstance(q, dict) or not isinstance(q.get("linkId"), str):
+                continue
+            if (
+                q["linkId"] not in seen
+                and q.get("required")
+                and self._enabled(q)
+                and not (self.in_progress)
+            ):
+                self._error(
+                    "required", f"No response answer found for required item '{q['linkId']}'", path
+                )
+
+    def _enabled(self, q: JsonObject) -> bool:
+        conditions = [c for c in q.get("enableWhen") or [] if isinstance(c, dict)]
+        if not conditions:
+            return True
+        results = [self._condition(c) for c in conditions]
+        if q.get("enableBehavior") == "any":
+            return any(results)
+        return all(results)
+
+    def _condition(self, cond: JsonObject) -> bool:
+        answers = self._answers_by_link.get(str(cond.get("question")), [])
+        op = cond.get("operator")
+        expected = next((v for k, v in cond.items() if k.startswith("answer")), None)
+        if op == "exists":
+            return bool(answers) == bool(expected)
+        values = [v[1] for a in answers if (v := _answer_value(a)) is not None]
+        if op in ("=", "!="):
+            match = any(
+                _same_coding(v, expected) if isinstance(expected, dict) else v == expected
+                for v in values
+            )
+            return match if op == "=" else not match and bool(values)
+        try:
+            if op == ">":
+                return any(v > expected for v in values)
+            if op == "<":
+                return any(v < expected for v in values)
+            if op == ">=":
+                return any(v >= expected for v in values)
+            if op == "<=":
+                return any(v <= expected for v in values)
+        except TypeError:
+            return False
+        return False
+
+    def _item(self, q: JsonObject, r: JsonObject, path: str) -> None:
+        qtype = q.get("type")
+        answers = [a for a in r.get("answer") or [] if isinstance(a, dict)]
+        link = q["linkId"]
+        if answers and not self._enabled(q):
+            self._error("structure", f"Item '{link}' has answers although it is not enabled", path)
+        if qtype == "display" and (answers or r.get("item")):
+            self._error("structure", "Items of type 'display' cannot have answers", path)
+            return
+        if qtype == "group":
+            if answers:
+                self._error("structure", "Items of type 'group' cannot have answers", path)
+            if q.get("required") and not r.get("item") and not self.in_progress:
+                self._error("required", "No sub-items found for required group", path)
+            self._items(q.get("item") or [], r.get("item") or [], path)
+            return
+        if r.get("item") and q.get("item") is not None and qtype not in ("group",):
+            self._error("structure", "Items of type question should not have answers", path)
+        if len(answers) > 1 and not q.get("repeats"):
+            self._error("structure", "Only one response answer item with this linkId allowed", path)
+        if q.get("required") and not answers and not self.in_progress:
+            self._error("required", f"No response answer found for required item '{link}'", path)
+        if not self.in_progress:
+            for lim in _ext(q, "questionnaire-minOccurs"):
+                if isinstance(lim, int) and len(answers) < lim:
+                    self._error("structure", f"The minimum number of answers is {lim}", path)
+            for lim in _ext(q, "questionnaire-maxOccurs"):
+                if isinstance(lim, int) and len(answers) > lim:
+                    self._error("structure", f"The maximum number of answers is {lim}", path)
+        for j, a in enumerate(answers):
+            self._answer(q, a, f"{path}.answer[{j}]")
+            if a.get("item"):
+                self._items(q.get("item") or [], a["item"], f"{path}.answer[{j}]")
+
+    def _answer(self, q: JsonObject, a: JsonObject, path: str) -> None:
+        got = _answer_value(a)
+        if got is None:
+            return
+        key, value = got
+        allowed = ANSWER_TYPES.get(str(q.get("type")))
+        if allowed is not None and key not in allowed:
+            self._error(
+                "structure", f"Answer value must be of type {allowed[0][5:]} not {key[5:]}", path
+            )
+            return
+        options = [o for o in q.get("answerOption") or [] if isinstance(o, dict)]
+        if options and not (q.get("type") == "open-choice" and key == "valueString"):
+            option_values = [v for o in options for k, v in o.items() if k.startswith("value")]
+            ok = any(
+                _same_coding(value, o) if key == "valueCoding" else value == o
+                for o in option_values
+            )
+            if not ok:
+                self._error(
+                    "code-invalid", "The answer is not in the set of permitted values", path
+                )
+        self._limits(q, key, value, path)
+
+    def _limits(self, q: JsonObject, key: str, value: JsonValue, path: str) -> None:
+        if key in _COMPARABLE:
+            for lim in _ext(q, "minValue"):
+                if _lt(value, lim):
+                    self._error("value", "The value is less than the allowed minimum", path)
+            for lim in _ext(q, "maxValue"):
+                if _lt(lim, value):
+                    self._error("value", "The value is greater than the allowed maximum", path)
+        if key == "valueString" and isinstance(value, str):
+            max_len = q.get("maxLength")
+            if isinstance(max_len, int) and len(value) > max_len:
+                self._error(
+                    "value", f"The answer is longer than the maximum length {max_len}", path
+                )
+            for lim in _ext(q, "minLength"):
+                if isinstance(lim, int) and len(value) < lim:
+                    self._error(
+                        "value", f"The answer is shorter than the minimum length {lim}", path
+                    )
+            for rx in _ext(q, "regex"):
+                if isinstance(rx, str) and not _safe_match(rx, value):
+                    self._error("value", "The answer does not match the required format", path)
+        if key == "valueDecimal" and isinstance(value, Decimal):
+            exponent = value.as_tuple().exponent
+            places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+            for lim in _ext(q, "maxDecimalPlaces"):
+                if isinstance(lim, int) and places > lim:
+                    self._error("value", f"The value has more than {lim} decimal places", path)
+        if key == "valueAttachment" and isinstance(value, dict):
+            mimes = [m for m in _ext(q, "mimeType") if isinstance(m, str)]
+            if mimes and value.get("contentType") not in mimes:
+                self._error("value", "The attachment's mime type is not allowed here", path)
+            for lim in _ext(q, "maxSize"):
+                size = value.get("size")
+                if isinstance(size, int) and isinstance(lim, (int, Decimal)) and size > lim:
+                    self._error("value", "The attachment is too large", path)
+        if key == "valueReference" and isinstance(value, dict):
+            types = [t for t in _ext(q, "questionnaire-referenceResource") if isinstance(t, str)]
+            ref = value.get("reference")
+            if types and isinstance(ref, str):
+                rt = parse_reference(ref).resource_type
+                if rt and rt not in types:
+                    self._error("structure", f"Reference to {rt} is not allowed here", path)
+
+
+def _lt(a: JsonValue, b: JsonValue) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        n = min(len(a), len(b))
+        return a[:n] < b[:n]
+    try:
+        return bool(a < b)
+    except TypeError:
+        return False
+
+
+def _safe_match(pattern: str, value: str) -> bool:
+    try:
+        return re.search(pattern, value) is not None
+    except re.error:
+        return True
+
+
+def questionnaire_issues(questionnaire: JsonObject, response: JsonObject) -> list[Issue]:
+    return QuestionnaireChecker(questionnaire, response).run()
