@@ -1,0 +1,65 @@
+"""Inbound flows: a record, a v2 message or an extract row, mapped and submitted as one unit of work.
+
+Shared by `adapter ingest`, `adapter mllp` and the messaging router, so every route maps, judges
+and writes the same way (through `unit.submit`, hence through the pipeline).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapter.errors import SourceParseError
+from adapter.issue import Issue
+from adapter.mapping.engine import MappingResult, apply_mapping
+from adapter.mapping.loader import MappingRegistry
+from adapter.mapping.spec import MappingSpec
+from adapter.mapping.unit import UnitOutcome, submit
+from adapter.pipeline import Pipeline
+from adapter.sources.csv_extract import ERROR_KEY
+from adapter.sources.hl7v2 import build_ack, parse_message
+from adapter.sources.record import SourceRecord
+
+
+@dataclass(slots=True)
+class Inbound:
+    pipeline: Pipeline
+    registry: MappingRegistry
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def map(self, spec: MappingSpec, record: SourceRecord) -> MappingResult:
+        return apply_mapping(spec, record, self.registry.concept_maps, self.settings)
+
+    def ingest(self, spec: MappingSpec, record: SourceRecord) -> UnitOutcome:
+        if ERROR_KEY in record.header:
+            result = MappingResult(spec.id, record)
+            issue = Issue("error", "structure", f"Unreadable row: {record.header[ERROR_KEY]}",
+                          expression=record.locator)
+            return UnitOutcome(result, "rejected", [issue], http_status=400)
+        return submit(self.pipeline, self.map(spec, record))
+
+    def handle_v2(self, text: str | bytes) -> tuple[UnitOutcome | None, str]:
+        """Maps and stores one v2 message; returns the outcome and the ACK to send back.
+
+        AA: stored (or already stored). AE: the content was judged and rejected (mapping,
+        conformance or policy errors), with an ERR segment per reason naming the field. AR: the
+        message could not be processed at all (unparseable, unsupported message type).
+        """
+        now = self.pipeline.clock.now()
+        control_id = uuid.uuid4().hex[:20]
+        try:
+            record = parse_message(text)
+        except SourceParseError as exc:
+            return None, build_ack({}, "AR", exc.issues, now=now, control_id=control_id)
+        header = record.header
+        spec = self.registry.for_message(header["message_type"], header["trigger"])
+        if spec is None:
+            issue = Issue("error", "not-supported",
+                          f"Message type {header['message_type']}^{header['trigger']} is not supported here",
+                          expression="MSH-9")
+            return None, build_ack(header, "AR", [issue], now=now, control_id=control_id)
+        outcome = self.ingest(spec, record)
+        code = "AE" if outcome.status == "rejected" else "AA"
+        return outcome, build_ack(header, code, outcome.issues, now=now, control_id=control_id)

@@ -1,0 +1,138 @@
+"""One unit of work: a MappingResult turned into a transaction Bundle and sent through the pipeline.
+
+Identity is settled here, read-only, before the pipeline judges and writes:
+- a `match` resource (a Patient by NHS number) that is already stored is reused, never overwritten,
+  and references to it are pointed at the stored id;
+- a PUT whose content equals the stored version is left out, so re-sending a message or re-ingesting
+  a file writes nothing and adds no versions.
+Everything that remains is one transaction: written whole or not at all, by `Pipeline.transaction`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal
+
+from adapter.errors import AdapterError, Gone, NotFound
+from adapter.fhir.types import JsonObject
+from adapter.issue import Issue, has_blocking
+from adapter.mapping.engine import MappedResource, MappingResult
+from adapter.pipeline import Pipeline
+from adapter.store.repository import SearchParam, find_one_or_none
+
+Status = Literal["stored", "unchanged", "rejected"]
+_ENTRY: Final = re.compile(r"^Bundle\.entry\[(\d+)\]\.resource\.?(.*)$")
+
+
+@dataclass(slots=True)
+class UnitOutcome:
+    result: MappingResult
+    status: Status
+    issues: list[Issue] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    #: HTTP-style status of the rejection (400 input, 422 conformance/policy), 200 otherwise
+    http_status: int = 200
+    response: JsonObject | None = None
+
+
+def _strip_meta(resource: JsonObject) -> JsonObject:
+    out = dict(resource)
+    out.pop("meta", None)
+    return out
+
+
+def _rewrite(node: Any, old: str, new: str) -> None:
+    if isinstance(node, dict):
+        if node.get("reference") == old:
+            node["reference"] = new
+        for value in node.values():
+            _rewrite(value, old, new)
+    elif isinstance(node, list):
+        for item in node:
+            _rewrite(item, old, new)
+
+
+def plan(pipeline: Pipeline, resources: list[MappedResource]) -> tuple[list[JsonObject], list[str]]:
+    """(resources to PUT, references left out as unchanged or reused)."""
+    working = [copy.deepcopy(m.resource) for m in resources]
+    skipped: list[str] = []
+    keep = [True] * len(working)
+    for i, mapped in enumerate(resources):
+        if mapped.match is None:
+            continue
+        system, value = mapped.match
+        rt = str(mapped.resource["resourceType"])
+        existing = find_one_or_none(pipeline.repo, rt, [SearchParam("identifier", (f"{system}|{value}",))])
+        if existing is None:
+            continue
+        keep[i] = False
+        old, new = mapped.reference, f"{rt}/{existing.id}"
+        skipped.append(new)
+        if old != new:
+            for other in working:
+                _rewrite(other, old, new)
+    for i, resource in enumerate(working):
+        if not keep[i]:
+            continue
+        try:
+            current = pipeline.repo.read(str(resource["resourceType"]), str(resource["id"]))
+        except (NotFound, Gone):
+            continue
+        if _strip_meta(current.resource) == _strip_meta(resource):
+            keep[i] = False
+            skipped.append(f"{resource['resourceType']}/{resource['id']}")
+    return [r for i, r in enumerate(working) if keep[i]], skipped
+
+
+def transaction_bundle(resources: list[JsonObject]) -> JsonObject:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r,
+             "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ],
+    }
+
+
+def point_at_source(result: MappingResult, bundle: JsonObject, issues: list[Issue]) -> list[Issue]:
+    """Pipeline issues are FHIRPath into the Bundle; name the source field behind each as well."""
+    out: list[Issue] = []
+    entries = bundle.get("entry") or []
+    for issue in issues:
+        m = _ENTRY.match(issue.expression or "")
+        if m is None or int(m[1]) >= len(entries):
+            out.append(issue)
+            continue
+        resource = entries[int(m[1])]["resource"]
+        ref = f"{resource['resourceType']}/{resource['id']}"
+        source = result.source_of(ref, m[2])
+        fhir_path = f"{resource['resourceType']}.{m[2]}" if m[2] else str(resource["resourceType"])
+        if source is None:
+            out.append(replace(issue, expression=fhir_path))
+        else:
+            detail = f"FHIR element {fhir_path}" + (f"; {issue.diagnostics}" if issue.diagnostics else "")
+            out.append(replace(issue, expression=source, diagnostics=detail))
+    return out
+
+
+def submit(pipeline: Pipeline, result: MappingResult) -> UnitOutcome:
+    """Judges and writes the mapped resources as one unit; never raises for bad content."""
+    if has_blocking(result.issues):
+        return UnitOutcome(result, "rejected", list(result.issues), http_status=422)
+    to_write, skipped = plan(pipeline, result.resources)
+    if not to_write:
+        return UnitOutcome(result, "unchanged", list(result.issues), unchanged=skipped)
+    bundle = transaction_bundle(to_write)
+    try:
+        response = pipeline.transaction(bundle)
+    except AdapterError as exc:
+        return UnitOutcome(result, "rejected", result.issues + point_at_source(result, bundle, exc.issues),
+                           http_status=exc.status)
+    written = [f"{r['resourceType']}/{r['id']}" for r in to_write]
+    return UnitOutcome(result, "stored", list(result.issues), written=written, unchanged=skipped,
+                       response=response)

@@ -1,0 +1,195 @@
+"""HL7 v2 messages -> SourceRecord (keys `PID-3.1`, `OBX[2]-5`), and the ACK that answers them.
+
+Parsing uses the `hl7` package; any error it raises is re-raised as SourceParseError naming the
+segment. Key shape: the first occurrence of a segment is `PID`, later ones `OBX[2]`; a field with
+components is keyed per component (`PID-5.1`), otherwise whole (`PID-8`, also reachable as
+`PID-8.1`); repetitions after the first are `PID-3[2].1`. Repeating segments (`OBX`) and repeating
+fields (`PID-3`) are the record's groups.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Final
+
+import hl7
+
+from adapter.errors import SourceParseError
+from adapter.issue import Issue
+from adapter.sources.record import GroupInstance, SourceRecord
+
+_BATCH_SEGMENTS: Final = frozenset({"FHS", "FTS", "BHS", "BTS"})
+_SEGMENT_ID: Final = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+MLLP_START: Final = b"\x0b"
+MLLP_END: Final = b"\x1c\x0d"
+
+
+def _normalise(text: str) -> str:
+    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\x0b\x1c\r ")
+
+
+def split_messages(data: bytes) -> Iterator[str]:
+    """Messages in a file: one after another, each starting at an MSH segment (batch wrappers dropped)."""
+    text = _normalise(data.decode("utf-8", errors="replace"))
+    current: list[str] = []
+    for segment in text.split("\r"):
+        if not segment.strip() or segment[:3] in _BATCH_SEGMENTS:
+            continue
+        if segment.startswith("MSH") and current:
+            yield "\r".join(current)
+            current = []
+        current.append(segment)
+    if current:
+        yield "\r".join(current)
+
+
+def _value(node: object, message: hl7.Message) -> str:
+    if isinstance(node, list):
+        return "&".join(_value(n, message) for n in node)
+    return str(message.unescape(str(node))) if "\\" in str(node) else str(node)
+
+
+def parse_message(text: str | bytes) -> SourceRecord:
+    raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+    raw = _normalise(raw)
+    if not raw.startswith("MSH"):
+        raise SourceParseError([Issue("fatal", "structure", "An HL7 v2 message starts with an MSH segment",
+                                      expression="MSH")])
+    try:
+        message = hl7.parse(raw)
+    except (hl7.ParseException, ValueError, IndexError) as exc:
+        raise SourceParseError([Issue("fatal", "structure", f"Unparseable HL7 v2: {exc}", expression="MSH")]
+                               ) from exc
+    values: dict[str, str] = {}
+    positions: dict[str, str] = {}
+    aliases: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for seg_no, segment in enumerate(message, start=1):
+        seg_id = str(segment[0])
+        if not _SEGMENT_ID.match(seg_id):
+            raise SourceParseError([Issue("fatal", "structure", f"Segment {seg_no} has no valid segment id",
+                                          expression=f"segment {seg_no}")])
+        counts[seg_id] = counts.get(seg_id, 0) + 1
+        k = counts[seg_id]
+        prefix = seg_id if k == 1 else f"{seg_id}[{k}]"
+        first_field = 3 if seg_id == "MSH" else 1
+        for n in range(first_field, len(segment)):
+            field = segment[n]
+            where = f"segment {seg_no} ({seg_id}) field {n}"
+            reps = list(field) if isinstance(field, hl7.Field) and field and isinstance(field[0], list) \
+                else [field]
+            for r, rep in enumerate(reps, start=1):
+                base = f"{prefix}-{n}" if r == 1 else f"{prefix}-{n}[{r}]"
+                comps = list(rep) if isinstance(rep, list) and len(rep) > 1 else None
+                if comps is None:
+                    value = _value(rep, message)
+                    if value:
+                        values[base] = value
+                        positions[base] = where
+                        aliases[f"{base}.1"] = base
+                    continue
+                for c, comp in enumerate(comps, start=1):
+                    value = _value(comp, message)
+                    if value:
+                        key = f"{base}.{c}"
+                        values[key] = value
+                        positions[key] = f"{where} component {c}"
+    if seg_id_missing := [s for s in ("MSH",) if s not in counts]:
+        raise SourceParseError([Issue("fatal", "structure", "No MSH segment", expression=seg_id_missing[0])])
+    msg_type = values.get("MSH-9.1", values.get("MSH-9", ""))
+    header = {
+        "message_type": msg_type,
+        "trigger": values.get("MSH-9.2", ""),
+        "control_id": values.get("MSH-10", ""),
+        "version": values.get("MSH-12", values.get("MSH-12.1", "")),
+        "sending_application": values.get("MSH-3", values.get("MSH-3.1", "")),
+        "sending_facility": values.get("MSH-4", values.get("MSH-4.1", "")),
+        "receiving_application": values.get("MSH-5", values.get("MSH-5.1", "")),
+        "receiving_facility": values.get("MSH-6", values.get("MSH-6.1", "")),
+    }
+    record = SourceRecord("hl7v2", f"MSH-10={header['control_id'] or '?'}", values, positions, raw=raw,
+                          header=header, group_finder=_groups)
+    record.aliases = aliases
+    return record
+
+
+_KEY: Final = re.compile(r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<occ>\d+)\])?-(?P<field>\d+)(?P<rest>.*)$")
+
+
+def _groups(record: SourceRecord, name: str) -> list[GroupInstance]:
+    """`OBX`: every OBX segment, local keys `OBX-5`; `PID-3`: every repetition, local keys `1`, `4`."""
+    instances: dict[int, dict[str, str]] = {}
+    if "-" not in name:
+        for key in record.values:
+            m = _KEY.match(key)
+            if m is None or m["seg"] != name:
+                continue
+            occ = int(m["occ"] or 1)
+            instances.setdefault(occ, {})[f"{name}-{m['field']}{m['rest']}"] = key
+        for alias, real in record.aliases.items():
+            m = _KEY.match(alias)
+            if m is not None and m["seg"] == name:
+                instances.setdefault(int(m["occ"] or 1), {})[f"{name}-{m['field']}{m['rest']}"] = real
+        return [GroupInstance(i - 1, keys) for i, keys in sorted(instances.items())]
+    rep_pattern = re.compile(re.escape(name) + r"(?:\[(?P<rep>\d+)\])?(?:\.(?P<comp>\d+))?$")
+    for key in list(record.values) + list(record.aliases):
+        m = rep_pattern.match(key)
+        if m is None:
+            continue
+        real = record.aliases.get(key, key)
+        instances.setdefault(int(m["rep"] or 1), {})[m["comp"] or "1"] = real
+    return [GroupInstance(i - 1, keys) for i, keys in sorted(instances.items())]
+
+
+# -- acknowledgements -----------------------------------------------------------------------------
+AckCode = str  # "AA" | "AE" | "AR"
+
+_ERR_SEVERITY: Final = {"fatal": "E", "error": "E", "warning": "W", "information": "I"}
+
+
+def _escape(text: str) -> str:
+    return (text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
+            .replace("&", "\\T\\").replace("~", "\\R\\").replace("\r", " ").replace("\n", " "))
+
+
+def _location(expression: str | None) -> str:
+    """`PID-3.1` -> ERR-2 `PID^1^3^^1` (segment, sequence, field, repetition, component)."""
+    if not expression:
+        return ""
+    m = _KEY.match(expression)
+    if m is None:
+        return ""
+    comp = m["rest"].lstrip(".").split(".")[0] if m["rest"].startswith(".") else ""
+    return f"{m['seg']}^{m['occ'] or 1}^{m['field']}^^{comp}".rstrip("^")
+
+
+def build_ack(header: dict[str, str], code: AckCode, issues: Iterable[Issue], *, now: datetime,
+              control_id: str) -> str:
+    """An ACK (MSH, MSA, one ERR per issue that is not information) as `\\r`-separated text.
+
+    ERR-2 names the field (`PID^1^3`), ERR-3 carries HL7 table 0357 code 207 (application error) or
+    101 (required field missing), ERR-4 the severity, ERR-8 the user message.
+    """
+    stamp = now.strftime("%Y%m%d%H%M%S%z")
+    trigger = header.get("trigger", "")
+    msh = "|".join([
+        "MSH", "^~\\&", header.get("receiving_application") or "CMH-ADAPTER",
+        header.get("receiving_facility", ""), header.get("sending_application", ""),
+        header.get("sending_facility", ""), stamp, "", f"ACK^{trigger}^ACK" if trigger else "ACK",
+        control_id, "P", header.get("version") or "2.5.1",
+    ])
+    first_text = ""
+    errs: list[str] = []
+    for issue in issues:
+        if issue.severity == "information":
+            continue
+        first_text = first_text or issue.text
+        hl7_code = "101^Required field missing^HL70357" if issue.code == "required" \
+            else "207^Application internal error^HL70357"
+        errs.append("|".join(["ERR", "", _location(issue.expression), hl7_code,
+                              _ERR_SEVERITY[issue.severity], "", "", "",
+                              _escape(f"{issue.expression or ''}: {issue.text}".lstrip(": "))]))
+    msa = "|".join(["MSA", code, header.get("control_id", ""), _escape(first_text)[:80]]).rstrip("|")
+    return "\r".join([msh, msa, *errs])
