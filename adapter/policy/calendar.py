@@ -34,7 +34,9 @@ def is_working_day(day: date, subdivision: Subdivision = DEFAULT_SUBDIVISION) ->
     return day.weekday() < 5 and not is_bank_holiday(day, subdivision)
 
 
-def add_working_days(start: date, count: int, subdivision: Subdivision = DEFAULT_SUBDIVISION) -> date:
+def add_working_days(
+    start: date, count: int, subdivision: Subdivision = DEFAULT_SUBDIVISION
+) -> date:
     """The date `count` working days after `start` (start itself is day 0, whatever it is).
 
     "Within 5 working days" of a Wednesday 23 Dec 2026 is Monday 4 Jan 2027: 25 Dec, 28 Dec

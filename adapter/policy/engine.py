@@ -36,7 +36,9 @@ class Evaluation:
 class PolicyEngine:
     def __init__(self, packs: Mapping[str, RulePack]):
         self.packs = dict(packs)
-        self.configured: tuple[str, ...] = tuple(n for n, p in self.packs.items() if not p.on_demand)
+        self.configured: tuple[str, ...] = tuple(
+            n for n, p in self.packs.items() if not p.on_demand
+        )
         self._index: dict[tuple[str, ...], dict[str, tuple[Rule, ...]]] = {}
         self._rules: dict[str, Rule] = {r.id: r for p in self.packs.values() for r in p.rules}
 
@@ -63,7 +65,9 @@ class PolicyEngine:
         nation = jurisdiction.detect(resource, ctx)
         if nation == "wales":
             names = [n for n in names if self.packs[n].jurisdiction != "england"]
-            names += [n for n, p in self.packs.items() if p.jurisdiction == "wales" and n not in names]
+            names += [
+                n for n, p in self.packs.items() if p.jurisdiction == "wales" and n not in names
+            ]
         return tuple(names)
 
     def _rules_for(self, names: tuple[str, ...]) -> dict[str, tuple[Rule, ...]]:
@@ -76,16 +80,16 @@ class PolicyEngine:
                 tuned[rule.id] = rule
         for name in names:
             for override in self.packs[name].overrides:
-                rule = tuned.get(override.rule)
-                if rule is None:
+                target = tuned.get(override.rule)
+                if target is None:
                     continue
                 if not override.enabled:
                     del tuned[override.rule]
                     continue
                 tuned[override.rule] = replace(
-                    rule,
-                    severity=override.severity or rule.severity,
-                    params={**rule.params, **override.params},
+                    target,
+                    severity=override.severity or target.severity,
+                    params={**target.params, **override.params},
                     tuned_by=f"{name}: {override.reason} ({override.citation})",
                 )
         index: dict[str, list[Rule]] = {}
@@ -140,12 +144,16 @@ class PolicyEngine:
 
     @staticmethod
     def _issue(rule: Rule, where: str, detail: str | None) -> Issue:
-        return Issue(rule.severity, "business-rule", rule.message, expression=where, rule=rule.ref,
-                     diagnostics=detail)
+        return Issue(
+            rule.severity,
+            "business-rule",
+            rule.message,
+            expression=where,
+            rule=rule.ref,
+            diagnostics=detail,
+        )
 
     def overrides_provenance(
         self, resource: JsonObject, issues: list[Issue], ctx: ValidationContext
     ) -> JsonObject | None:
         return provenance(resource, issues, ctx)
-
-

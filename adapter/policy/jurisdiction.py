@@ -46,7 +46,9 @@ def _has_welsh_ods(node: Any, depth: int) -> bool:
             WELSH_HEALTH_BOARD_ODS_PREFIX
         ):
             return True
-        return any(_has_welsh_ods(v, depth + 1) for k, v in node.items() if isinstance(v, dict | list))
+        return any(
+            _has_welsh_ods(v, depth + 1) for k, v in node.items() if isinstance(v, dict | list)
+        )
     if isinstance(node, list):
         return any(_has_welsh_ods(v, depth + 1) for v in node)
     return False

@@ -54,12 +54,18 @@ def read_overrides(resource: JsonObject) -> dict[str, Override]:
         rule = _sub(ext, "rule")
         if isinstance(rule, str):
             author = _sub(ext, "author")
-            out[rule] = Override(rule, _sub(ext, "reason"), author if isinstance(author, dict) else None,
-                                 _sub(ext, "recorded"))
+            out[rule] = Override(
+                rule,
+                _sub(ext, "reason"),
+                author if isinstance(author, dict) else None,
+                _sub(ext, "recorded"),
+            )
     return out
 
 
-def apply_overrides(issues: list[Issue], overridable: set[str], found: dict[str, Override]) -> list[Issue]:
+def apply_overrides(
+    issues: list[Issue], overridable: set[str], found: dict[str, Override]
+) -> list[Issue]:
     """Downgrades blocking issues of overridable rules that carry a complete override."""
     out: list[Issue] = []
     for issue in issues:
@@ -68,16 +74,33 @@ def apply_overrides(issues: list[Issue], overridable: set[str], found: dict[str,
         if override is None or not issue.is_blocking:
             out.append(issue)
         elif rule_id not in overridable:
-            out.append(replace(issue, diagnostics=_join(issue.diagnostics,
-                                                        "override recorded but this rule cannot be overridden")))
+            out.append(
+                replace(
+                    issue,
+                    diagnostics=_join(
+                        issue.diagnostics, "override recorded but this rule cannot be overridden"
+                    ),
+                )
+            )
         elif not override.is_complete:
-            out.append(replace(issue, diagnostics=_join(issue.diagnostics,
-                                                        "override ignored: it needs a reason and an author")))
+            out.append(
+                replace(
+                    issue,
+                    diagnostics=_join(
+                        issue.diagnostics, "override ignored: it needs a reason and an author"
+                    ),
+                )
+            )
         else:
             who = (override.author or {}).get("reference")
-            out.append(replace(issue, severity="warning",
-                               text=f"Overridden (MUST rule, reason recorded): {issue.text}",
-                               diagnostics=_join(issue.diagnostics, f"{OVERRIDDEN_MARK}{who}")))
+            out.append(
+                replace(
+                    issue,
+                    severity="warning",
+                    text=f"Overridden (MUST rule, reason recorded): {issue.text}",
+                    diagnostics=_join(issue.diagnostics, f"{OVERRIDDEN_MARK}{who}"),
+                )
+            )
     return out
 
 
@@ -85,9 +108,13 @@ def _join(first: str | None, second: str) -> str:
     return f"{first}; {second}" if first else second
 
 
-def provenance(resource: JsonObject, issues: list[Issue], ctx: ValidationContext) -> JsonObject | None:
+def provenance(
+    resource: JsonObject, issues: list[Issue], ctx: ValidationContext
+) -> JsonObject | None:
     """A Provenance for the overrides actually used on this write, or None when none were."""
-    used = [i.rule.id for i in issues if i.rule and i.diagnostics and OVERRIDDEN_MARK in i.diagnostics]
+    used = [
+        i.rule.id for i in issues if i.rule and i.diagnostics and OVERRIDDEN_MARK in i.diagnostics
+    ]
     if not used:
         return None
     found = read_overrides(resource)
@@ -95,21 +122,42 @@ def provenance(resource: JsonObject, issues: list[Issue], ctx: ValidationContext
     agents: dict[str, JsonObject] = {}
     for o in overrides:
         ref = str((o.author or {}).get("reference"))
-        agents.setdefault(ref, {
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                                 "code": "verifier", "display": "Verifier"}]},
-            "who": o.author,
-        })
+        agents.setdefault(
+            ref,
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                            "code": "verifier",
+                            "display": "Verifier",
+                        }
+                    ]
+                },
+                "who": o.author,
+            },
+        )
     target = f"{resource.get('resourceType')}/{resource['id']}" if resource.get("id") else None
     return {
         "resourceType": "Provenance",
         "target": [{"reference": target} if target else {"type": resource.get("resourceType")}],
         "recorded": ctx.clock.now().isoformat().replace("+00:00", "Z"),
         "policy": [f"{RULE_SYSTEM}/{o.rule}" for o in overrides],
-        "reason": [{"coding": [{"system": RULE_SYSTEM, "code": o.rule}], "text": o.reason} for o in overrides],
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-                                 "code": "UPDATE" if ctx.mode == "update" else "CREATE"}]},
+        "reason": [
+            {"coding": [{"system": RULE_SYSTEM, "code": o.rule}], "text": o.reason}
+            for o in overrides
+        ],
+        "activity": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                    "code": "UPDATE" if ctx.mode == "update" else "CREATE",
+                }
+            ]
+        },
         "agent": list(agents.values()),
-        "entity": [{"role": "source", "what": {"identifier": {"system": RULE_SYSTEM, "value": o.rule}}}
-                   for o in overrides],
+        "entity": [
+            {"role": "source", "what": {"identifier": {"system": RULE_SYSTEM, "value": o.rule}}}
+            for o in overrides
+        ],
     }

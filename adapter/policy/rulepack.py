@@ -49,19 +49,41 @@ from adapter.issue import RuleRef, Severity
 from adapter.policy.vocab import CS, EXT, SD
 
 PolicySeverity = Literal["REJECT", "WARN", "INFO"]
-SEVERITY_MAP: Final[dict[str, Severity]] = {"REJECT": "error", "WARN": "warning", "INFO": "information"}
+SEVERITY_MAP: Final[dict[str, Severity]] = {
+    "REJECT": "error",
+    "WARN": "warning",
+    "INFO": "information",
+}
 SEVERITY_NAMES: Final[dict[str, str]] = {v: k for k, v in SEVERITY_MAP.items()}
 R4_MODEL: Final = models["r4"]
 Jurisdiction = Literal["england", "wales", "any"]
 
 #: A compiled FHIRPath: resource JSON in, FHIRPath collection out.
-Compiled = Callable[[Any], list[Any]]
+Compiled = Callable[..., list[Any]]
 
 _RULE_KEYS: Final = frozenset(
-    {"id", "title", "severity", "applies_to", "profile", "when", "expression", "check", "params",
-     "overridable", "location", "message", "citation", "quote", "status", "note"}
+    {
+        "id",
+        "title",
+        "severity",
+        "applies_to",
+        "profile",
+        "when",
+        "expression",
+        "check",
+        "params",
+        "overridable",
+        "location",
+        "message",
+        "citation",
+        "quote",
+        "status",
+        "note",
+    }
 )
-_OVERRIDE_KEYS: Final = frozenset({"rule", "severity", "params", "enabled", "reason", "citation", "quote"})
+_OVERRIDE_KEYS: Final = frozenset(
+    {"rule", "severity", "params", "enabled", "reason", "citation", "quote"}
+)
 
 
 def expand(text: str) -> str:
@@ -110,8 +132,11 @@ class Rule:
 
     @property
     def ref(self) -> RuleRef:
-        return RuleRef(id=self.id, citation=f"{self.citation} \u2014 \u201c{self.quote}\u201d",
-                       title=self.title)
+        return RuleRef(
+            id=self.id,
+            citation=f"{self.citation} \u2014 \u201c{self.quote}\u201d",
+            title=self.title,
+        )
 
     @property
     def level(self) -> str:
@@ -163,7 +188,9 @@ def _compose(when: str, guards: Mapping[str, Guard]) -> str:
     parts = re.split(r"('(?:[^'\\]|\\.)*')", when)
     for i in range(0, len(parts), 2):
         for name, named in guards.items():
-            parts[i] = re.sub(rf"(?<![\w.{{}}-]){re.escape(name)}(?![\w(-])", f"({named.expression})", parts[i])
+            parts[i] = re.sub(
+                rf"(?<![\w.{{}}-]){re.escape(name)}(?![\w(-])", f"({named.expression})", parts[i]
+            )
     return "".join(parts)
 
 
@@ -171,8 +198,9 @@ def _expand_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: expand(v) if isinstance(v, str) else v for k, v in params.items()}
 
 
-def _load_rule(raw: Any, pack: str, where: str, guards: Mapping[str, Guard],
-               defaults: Mapping[str, Any]) -> Rule:
+def _load_rule(
+    raw: Any, pack: str, where: str, guards: Mapping[str, Guard], defaults: Mapping[str, Any]
+) -> Rule:
     from adapter.policy.checks import CHECKS  # the registry; imported late to avoid a cycle
 
     if not isinstance(raw, dict):
@@ -262,13 +290,17 @@ def load_pack(directory: Path, *, on_demand: bool = False) -> RulePack:
         doc = _read_yaml(path)
         where = str(path)
         if doc.get("pack", name) != name:
-            raise ArtefactLoadError(where, f"file belongs to pack {doc.get('pack')!r}, not {name!r}")
+            raise ArtefactLoadError(
+                where, f"file belongs to pack {doc.get('pack')!r}, not {name!r}"
+            )
         guards = {
             key: Guard(key, str(expr), compile_fhirpath(str(expr), f"{where}: guard {key}"))
             for key, expr in (doc.get("guards") or {}).items()
         }
         defaults = doc.get("defaults") or {}
-        rules.extend(_load_rule(raw, name, where, guards, defaults) for raw in doc.get("rules") or [])
+        rules.extend(
+            _load_rule(raw, name, where, guards, defaults) for raw in doc.get("rules") or []
+        )
         overrides.extend(_load_override(raw, where) for raw in doc.get("overrides") or [])
     seen: set[str] = set()
     for rule in rules:

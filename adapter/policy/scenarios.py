@@ -55,12 +55,23 @@ class Scenario:
     def context(self) -> ValidationContext:
         bundle = None
         if self.bundle:
-            bundle = {"resourceType": "Bundle", "type": "transaction",
-                      "entry": [{"fullUrl": f"urn:x:{i}", "resource": r}
-                                for i, r in enumerate((self.resource, *self.bundle))]}
-        return ValidationContext(clock=FixedClock(self.now), bundle=bundle, entry_index=0 if bundle else None,
-                                 packs=self.packs, previous=self.previous, facts=self.facts,
-                                 mode="update" if self.previous else "create")
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {"fullUrl": f"urn:x:{i}", "resource": r}
+                    for i, r in enumerate((self.resource, *self.bundle))
+                ],
+            }
+        return ValidationContext(
+            clock=FixedClock(self.now),
+            bundle=bundle,
+            entry_index=0 if bundle else None,
+            packs=self.packs,
+            previous=self.previous,
+            facts=self.facts,
+            mode="update" if self.previous else "create",
+        )
 
     def run(self, engine: PolicyEngine) -> Evaluation:
         return engine.evaluate_traced(self.resource, self.context())
@@ -113,7 +124,11 @@ def patch(base: JsonObject, spec: dict[str, Any]) -> JsonObject:
 
 
 def _when(value: Any) -> datetime:
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    moment = (
+        value
+        if isinstance(value, datetime)
+        else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    )
     if moment.tzinfo is None:
         raise ValueError(f"fixture time {value!r} needs an offset")
     return moment
@@ -126,19 +141,21 @@ def load_file(path: Path) -> list[Scenario]:
     out: list[Scenario] = []
     for case in doc.get("cases") or []:
         expect_pass = case.get("expect_pass", ())
-        out.append(Scenario(
-            file=str(path),
-            name=str(case["name"]),
-            packs=tuple(case.get("packs") or packs),
-            resource=patch(base, case),
-            now=_when(case.get("now", doc.get("now", "2026-06-01T09:00:00Z"))),
-            expect_fail=tuple(case.get("expect_fail") or ()),
-            expect_pass=expect_pass if isinstance(expect_pass, str) else tuple(expect_pass),
-            bundle=tuple(case.get("bundle") or doc.get("bundle") or ()),
-            previous=patch(base, case["previous"]) if "previous" in case else None,
-            facts=dict(case.get("facts") or {}),
-            expect_severity=dict(case.get("expect_severity") or {}),
-        ))
+        out.append(
+            Scenario(
+                file=str(path),
+                name=str(case["name"]),
+                packs=tuple(case.get("packs") or packs),
+                resource=patch(base, case),
+                now=_when(case.get("now", doc.get("now", "2026-06-01T09:00:00Z"))),
+                expect_fail=tuple(case.get("expect_fail") or ()),
+                expect_pass=expect_pass if isinstance(expect_pass, str) else tuple(expect_pass),
+                bundle=tuple(case.get("bundle") or doc.get("bundle") or ()),
+                previous=patch(base, case["previous"]) if "previous" in case else None,
+                facts=dict(case.get("facts") or {}),
+                expect_severity=dict(case.get("expect_severity") or {}),
+            )
+        )
     return out
 
 
@@ -149,8 +166,10 @@ def load_all(fixtures_dir: Path) -> list[Scenario]:
 def engines_for(scenarios: list[Scenario], policy_dir: Path) -> dict[tuple[str, ...], PolicyEngine]:
     from adapter.policy.rulepack import load_packs
 
-    return {packs: PolicyEngine(load_packs(policy_dir, list(packs)))
-            for packs in {s.packs for s in scenarios}}
+    return {
+        packs: PolicyEngine(load_packs(policy_dir, list(packs)))
+        for packs in {s.packs for s in scenarios}
+    }
 
 
 @dataclass(slots=True)
@@ -167,7 +186,7 @@ def coverage(scenarios: list[Scenario], policy_dir: Path) -> Coverage:
     for s in scenarios:
         result = s.run(engines[s.packs])
         fired = {i.rule.id for i in result.issues if i.rule}
-        expected_pass = set(result.evaluated) if s.expect_pass == "all" else set(s.expect_pass)
+        expected_pass = set(result.evaluated) if s.expect_pass == "all" else set(s.expect_pass)  # noqa: S105 (a scenario key, not a secret)
         for rule_id in result.evaluated:
             if rule_id in expected_pass and rule_id not in fired:
                 cov.passing.setdefault(rule_id, []).append(s.id)

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
+from adapter.clock import LONDON
 from adapter.context import ValidationContext
 from adapter.fhir.types import JsonObject
-from adapter.clock import LONDON
 from adapter.policy.calendar import is_core_hours, london_date, parse_fhir_instant
 from adapter.policy.checks import register
 from adapter.policy.checks.base import Finding, codes, first, instant, resolve, values
@@ -18,7 +18,9 @@ def age_on(birth: date, on: date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
-def _subject_age(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> int | None:
+def _subject_age(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> int | None:
     subject = resolve(resource, first(resource, str(params.get("subject", "subject"))), ctx)
     birth = parse_fhir_instant(subject.get("birthDate")) if subject else None
     if birth is None:
@@ -28,7 +30,9 @@ def _subject_age(resource: JsonObject, ctx: ValidationContext, params: Mapping[s
 
 
 @register("subject_age")
-def subject_age(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> list[Finding]:
+def subject_age(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
     """Age in whole years on `at` (default authoredOn) within [min, max]. Unknown age passes:
     missing data is never a reason to reject (002_b5b903ed5658e1bd.txt:2197-2203)."""
     age = _subject_age(resource, ctx, params)
@@ -42,7 +46,9 @@ def subject_age(resource: JsonObject, ctx: ValidationContext, params: Mapping[st
 
 
 @register("referenced_has")
-def referenced_has(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> list[Finding]:
+def referenced_has(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
     """The resource at `ref` resolves and has every path in `fields` (contained, Bundle or store)."""
     target = resolve(resource, first(resource, str(params["ref"])), ctx)
     if target is None:
@@ -52,7 +58,9 @@ def referenced_has(resource: JsonObject, ctx: ValidationContext, params: Mapping
 
 
 @register("requester_is")
-def requester_is(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> list[Finding]:
+def requester_is(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
     """The requester resolves to one of `types`; a RelatedPerson must have a relationship code in
     `relationships` (e.g. donee or deputy for a Part 3 request)."""
     ref = first(resource, "requester")
@@ -62,7 +70,9 @@ def requester_is(resource: JsonObject, ctx: ValidationContext, params: Mapping[s
         allowed = set(params.get("relationships", []))
         held = codes(target or {}, "relationship.coding", str(params["relationship_system"]))
         if allowed and not held & allowed:
-            return [Finding("the requesting RelatedPerson is not a " + " or ".join(sorted(allowed)))]
+            return [
+                Finding("the requesting RelatedPerson is not a " + " or ".join(sorted(allowed)))
+            ]
         return []
     if kind not in set(params.get("types", [])):
         return [Finding(f"requester type {kind or 'unknown'} may not make this request")]
@@ -85,4 +95,3 @@ def outside_core_hours_requires(
     if first(resource, str(params["require"])) is True:
         return []
     return [Finding(f"made out of hours ({at.astimezone(LONDON).strftime('%a %H:%M')} local)")]
-

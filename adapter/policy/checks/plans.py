@@ -13,7 +13,9 @@ from adapter.policy.checks.base import Finding, codes, first, resolve, values
 
 
 @register("goals_have_actions")
-def goals_have_actions(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> list[Finding]:
+def goals_have_actions(
+    resource: JsonObject, _ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
     """Every goal (outcome) has an activity naming it, with what, when and by whom
     (002_b5b903ed5658e1bd.txt:2620-2622)."""
     found: list[Finding] = []
@@ -26,7 +28,9 @@ def goals_have_actions(resource: JsonObject, ctx: ValidationContext, params: Map
             continue
         for need in params.get("require", ["description", "scheduled", "performer"]):
             if not any(_has(d, str(need)) for d in linked):
-                found.append(Finding(f"an outcome's actions do not say {need}", f"CarePlan.goal[{index}]"))
+                found.append(
+                    Finding(f"an outcome's actions do not say {need}", f"CarePlan.goal[{index}]")
+                )
     return found
 
 
@@ -37,7 +41,9 @@ def _has(detail: JsonObject, need: str) -> bool:
 
 
 @register("contacts_reachable")
-def contacts_reachable(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> list[Finding]:
+def contacts_reachable(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
     """Each service to contact in the crisis plan has a telephone number and hours of availability."""
     found: list[Finding] = []
     for ref in values(resource, str(params["performers"])):
@@ -53,18 +59,26 @@ def contacts_reachable(resource: JsonObject, ctx: ValidationContext, params: Map
 
 
 @register("same_reference")
-def same_reference(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> list[Finding]:
+def same_reference(
+    resource: JsonObject, _ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
     """The reference at `left` is one of the references at `right` (e.g. the CTP signatory is the
     acting care coordinator)."""
     left = first(resource, str(params["left"]))
-    rights = {r.get("reference") for r in values(resource, str(params["right"])) if isinstance(r, dict)}
+    rights = {
+        r.get("reference") for r in values(resource, str(params["right"])) if isinstance(r, dict)
+    }
     if not isinstance(left, dict) or not left.get("reference"):
         return []
-    return [] if left.get("reference") in rights else [Finding(str(params.get("detail", "mismatch")))]
+    return (
+        [] if left.get("reference") in rights else [Finding(str(params.get("detail", "mismatch")))]
+    )
 
 
 @register("changed_requires")
-def changed_requires(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> list[Finding]:
+def changed_requires(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
     """On update: when `path` changed from the previous stored version (optionally from `from` to
     `to`), `require` must be present on the new version."""
     if ctx.previous is None:
@@ -79,11 +93,15 @@ def changed_requires(resource: JsonObject, ctx: ValidationContext, params: Mappi
         return []
     if values(resource, str(params["require"])):
         return []
-    return [Finding(f"changed from {', '.join(sorted(before))} to {', '.join(sorted(after)) or 'none'}")]
+    return [
+        Finding(f"changed from {', '.join(sorted(before))} to {', '.join(sorted(after)) or 'none'}")
+    ]
 
 
 @register("bundle_has_no_condition")
-def bundle_has_no_condition(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> list[Finding]:
+def bundle_has_no_condition(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
     """No Condition in the same Bundle for the same subject carries one of `codes` (`system`):
     DIALOG is for functional, not organic, presentations (001_8d61c32d75af2131.txt:9998-9999)."""
     subject = (first(resource, "subject") or {}).get("reference")

@@ -40,7 +40,9 @@ def due_by(anchor: datetime, params: Mapping[str, Any]) -> tuple[datetime, str]:
     return end_of_london_day(start + timedelta(days=n)), ("the same day" if n == 0 else f"{n} days")
 
 
-def _anchor(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> datetime | None:
+def _anchor(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> datetime | None:
     source: JsonObject | None = resource
     if params.get("anchor_ref"):
         source = resolve(resource, first(resource, str(params["anchor_ref"])), ctx)
@@ -50,7 +52,9 @@ def _anchor(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, A
 
 
 @register("due_within")
-def due_within(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> list[Finding]:
+def due_within(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
     """`target` must fall no later than `anchor` + the timescale (and not before the anchor when
     `not_before_anchor`). A missing target fails only once the deadline has passed on ctx.clock
     (`missing: overdue`, the default) or always (`missing: fail`)."""
@@ -65,15 +69,25 @@ def due_within(resource: JsonObject, ctx: ValidationContext, params: Mapping[str
             return [Finding(f"not recorded and due by {due.date().isoformat()} ({span})")]
         return []
     if target > due:
-        return [Finding(f"recorded {target.date().isoformat()}, due by "
-                        f"{london_date(due).isoformat()} ({span} from {london_date(anchor).isoformat()})")]
+        return [
+            Finding(
+                f"recorded {target.date().isoformat()}, due by "
+                f"{london_date(due).isoformat()} ({span} from {london_date(anchor).isoformat()})"
+            )
+        ]
     if params.get("not_before_anchor") and target < anchor:
-        return [Finding(f"recorded {target.date().isoformat()}, before {london_date(anchor).isoformat()}")]
+        return [
+            Finding(
+                f"recorded {target.date().isoformat()}, before {london_date(anchor).isoformat()}"
+            )
+        ]
     return []
 
 
 @register("recent_enough")
-def recent_enough(resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]) -> list[Finding]:
+def recent_enough(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
     """The resource at `ref` (e.g. a linked RiskAssessment) must be dated (`date` path) no earlier
     than `months` before `at` (a path of this resource) or before now."""
     target = resolve(resource, first(resource, str(params["ref"])), ctx)
@@ -86,6 +100,10 @@ def recent_enough(resource: JsonObject, ctx: ValidationContext, params: Mapping[
     reference_point = at or ctx.clock.now()
     oldest = add_months(london_date(reference_point), -int(params["months"]))
     if london_date(dated) < oldest:
-        return [Finding(f"dated {london_date(dated).isoformat()}, older than {params['months']} months "
-                        f"before {london_date(reference_point).isoformat()}")]
+        return [
+            Finding(
+                f"dated {london_date(dated).isoformat()}, older than {params['months']} months "
+                f"before {london_date(reference_point).isoformat()}"
+            )
+        ]
     return []

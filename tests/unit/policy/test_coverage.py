@@ -12,15 +12,22 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _generator():  # tools/ is not a package
-    spec = importlib.util.spec_from_file_location("gen_policy_coverage", ROOT / "tools" / "gen_policy_coverage.py")
-    assert spec and spec.loader
+    spec = importlib.util.spec_from_file_location(
+        "gen_policy_coverage", ROOT / "tools" / "gen_policy_coverage.py"
+    )
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_every_rule_has_passing_and_failing_fixtures() -> None:
-    packs = [load_pack(d) for d in sorted((ROOT / "profiles" / "policy").iterdir()) if (d / "pack.yaml").exists()]
+    packs = [
+        load_pack(d)
+        for d in sorted((ROOT / "profiles" / "policy").iterdir())
+        if (d / "pack.yaml").exists()
+    ]
     cov = coverage(load_all(ROOT / "fixtures" / "policy"), ROOT / "profiles" / "policy")
     rules = [r.id for p in packs for r in p.rules]
     assert rules
@@ -30,4 +37,6 @@ def test_every_rule_has_passing_and_failing_fixtures() -> None:
 
 def test_coverage_doc_is_current() -> None:
     committed = (ROOT / "docs" / "policy-coverage.md").read_text(encoding="utf-8")
-    assert committed == _generator().render(ROOT), "run: .venv/bin/python tools/gen_policy_coverage.py"
+    assert committed == _generator().render(ROOT), (
+        "run: .venv/bin/python tools/gen_policy_coverage.py"
+    )

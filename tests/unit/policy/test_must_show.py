@@ -28,10 +28,19 @@ def test_welsh_ctp_without_outcome_is_rejected_citing_the_code_of_practice() -> 
     ctp = _base("wales-measure/ctp.yaml")
     del ctp["contained"][1]["category"]
     result = ENGINE.evaluate_traced(ctp, ValidationContext(clock=CLOCK))
-    assert "wales-measure" in result.packs and "england-cmht" not in result.packs  # chosen by ODS 7A1
+    assert (
+        "wales-measure" in result.packs
+    )
+    assert (
+        "england-cmht" not in result.packs
+    )
     [issue] = [i for i in result.issues if i.rule and i.rule.id == "W-CTP-07"]
-    assert issue.severity == "error" and has_blocking(result.issues)
-    assert issue.rule is not None and issue.rule.citation.startswith("002_b5b903ed5658e1bd.txt:2623")
+    assert issue.severity == "error"
+    assert has_blocking(result.issues)
+    assert issue.rule is not None
+    assert issue.rule.citation.startswith(
+        "002_b5b903ed5658e1bd.txt:2623"
+    )
     rendered = operation_outcome(result.issues)["issue"][0]
     assert rendered["details"]["coding"][0]["code"] == "W-CTP-07"
     assert "002_b5b903ed5658e1bd.txt" in rendered["diagnostics"]
@@ -44,22 +53,35 @@ def test_urgent_referral_due_date_counts_working_days_across_christmas() -> None
     referral["occurrenceDateTime"] = "2027-01-05T10:00:00Z"
     issues = ENGINE.evaluate(referral, ValidationContext(clock=CLOCK))
     [late] = [i for i in issues if i.rule and i.rule.id == "LPT-CMHT-REF-04-URGENT"]
-    assert late.diagnostics == "recorded 2027-01-05, due by 2027-01-04 (5 working days from 2026-12-23)"
+    assert (
+        late.diagnostics
+        == "recorded 2027-01-05, due by 2027-01-04 (5 working days from 2026-12-23)"
+    )
     referral["occurrenceDateTime"] = "2027-01-04T16:00:00Z"
-    assert not [i for i in ENGINE.evaluate(referral, ValidationContext(clock=CLOCK))
-                if i.rule and i.rule.id == "LPT-CMHT-REF-04-URGENT"]
+    assert not [
+        i
+        for i in ENGINE.evaluate(referral, ValidationContext(clock=CLOCK))
+        if i.rule and i.rule.id == "LPT-CMHT-REF-04-URGENT"
+    ]
 
 
 def test_should_warning_is_accepted_and_shown() -> None:
     referral = _base("england-cmht/referral.yaml")
-    referral["occurrenceDateTime"] = "2027-01-04T10:00:00Z"  # after 72 hours: S000-ASM-04 is a SHOULD
+    referral["occurrenceDateTime"] = (
+        "2027-01-04T10:00:00Z"  # after 72 hours: S000-ASM-04 is a SHOULD
+    )
     issues = ENGINE.evaluate(referral, ValidationContext(clock=CLOCK))
     assert [i.rule.id for i in issues if i.rule] == ["S000-ASM-04"]
-    assert issues[0].severity == "warning" and not has_blocking(issues)
+    assert issues[0].severity == "warning"
+    assert not has_blocking(issues)
     assert operation_outcome(issues)["issue"][0]["severity"] == "warning"
 
 
-def _override(rule: str, reason: str | None = "EIP declined; consultant agreed", who: str | None = "Practitioner/dr-a") -> dict:
+def _override(
+    rule: str,
+    reason: str | None = "EIP declined; consultant agreed",
+    who: str | None = "Practitioner/dr-a",
+) -> dict:
     parts: list[dict] = [{"url": "rule", "valueCode": rule}]
     if reason:
         parts.append({"url": "reason", "valueString": reason})
@@ -77,7 +99,8 @@ def test_must_override_is_recorded_with_reason_and_who() -> None:
     issues = ENGINE.evaluate(referral, ctx)
     assert not has_blocking(issues)
     [issue] = issues
-    assert issue.severity == "warning" and issue.text.startswith("Overridden")
+    assert issue.severity == "warning"
+    assert issue.text.startswith("Overridden")
     assert issue.diagnostics == "overridden-by=Practitioner/dr-a"
     prov = ENGINE.overrides_provenance(referral, issues, ctx)
     assert prov is not None
@@ -92,13 +115,15 @@ def test_incomplete_or_forbidden_override_still_blocks() -> None:
     referral["reasonCode"][0]["coding"][0]["code"] = "01"
     referral["extension"].append(_override("LPT-CMHT-ELIG-05-FEP", reason=None))
     issues = ENGINE.evaluate(referral, ValidationContext(clock=CLOCK))
-    assert has_blocking(issues) and "needs a reason and an author" in str(issues[0].diagnostics)
+    assert has_blocking(issues)
+    assert "needs a reason and an author" in str(issues[0].diagnostics)
     assert ENGINE.overrides_provenance(referral, issues, ValidationContext(clock=CLOCK)) is None
     referral = _base("england-cmht/referral.yaml")
     del referral["priority"]
     referral["extension"].append(_override("S000-REF-URG-01"))
     issues = ENGINE.evaluate(referral, ValidationContext(clock=CLOCK))
-    assert has_blocking(issues) and "cannot be overridden" in str(issues[0].diagnostics)
+    assert has_blocking(issues)
+    assert "cannot be overridden" in str(issues[0].diagnostics)
 
 
 def test_from_settings_loads_wales_on_demand() -> None:

@@ -30,4 +30,6 @@ def test_scenario(scenario: Scenario) -> None:
     for rule_id, severity in scenario.expect_severity.items():
         assert {i.severity for i in result.issues if i.rule and i.rule.id == rule_id} == {severity}
     for issue in result.issues:
-        assert issue.rule is not None and issue.rule.citation and issue.expression
+        assert issue.rule is not None
+        assert issue.rule.citation
+        assert issue.expression

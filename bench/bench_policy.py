@@ -1,0 +1,61 @@
+"""Median cost of policy evaluation per resource for the referral and care-plan packs (< 1 ms target).
+
+Run: .venv/bin/python bench/bench_policy.py [iterations]
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapter.clock import FixedClock  # noqa: E402
+from adapter.context import ValidationContext  # noqa: E402
+from adapter.policy import PolicyEngine, load_packs  # noqa: E402
+from adapter.policy.scenarios import load_file  # noqa: E402
+
+
+def main(iterations: int = 2000) -> None:
+    engine = PolicyEngine(load_packs(ROOT / "profiles" / "policy", ["england-cmht"]))
+    ctx = ValidationContext(clock=FixedClock(datetime(2026, 12, 23, 12, tzinfo=UTC)))
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    print(
+        f"date {datetime.now(UTC).isoformat(timespec='seconds')} machine {platform.node()} "
+        f"{platform.machine()} python {platform.python_version()} git {sha}"
+    )
+    for label, fixture in (
+        ("referral (england-cmht)", "england-cmht/referral.yaml"),
+        ("care plan (wales-measure CTP)", "wales-measure/ctp.yaml"),
+    ):
+        resource = load_file(ROOT / "fixtures" / "policy" / fixture)[0].resource
+        engine.evaluate(resource, ctx)  # warm the per-selection index
+        samples = []
+        start = time.perf_counter()
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            engine.evaluate(resource, ctx)
+            samples.append(time.perf_counter() - t0)
+        total = time.perf_counter() - start
+        samples.sort()
+        p50, p95 = statistics.median(samples) * 1e3, samples[int(len(samples) * 0.95)] * 1e3
+        print(
+            f"{label}: items {iterations} seconds {total:.3f} ms/item {total / iterations * 1e3:.3f} "
+            f"p50 {p50:.3f} ms p95 {p95:.3f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
