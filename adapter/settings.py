@@ -61,6 +61,32 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # --- issue #7: the remote backing store, its outbox and idempotency (see docs/backing-store.md)
+    #: How we authenticate to the backing server: nothing, fhir_bearer_token, or SMART Backend
+    #: Services (client_credentials with a private_key_jwt assertion).
+    fhir_auth: Literal["none", "bearer", "client_credentials"] = "none"
+    fhir_token_url: str | None = None
+    fhir_client_id: str | None = None
+    fhir_private_key_path: Path | None = None
+    fhir_key_id: str | None = None
+    fhir_scope: str = "system/*.read system/*.write"
+    fhir_timeout_seconds: float = 10.0
+    fhir_max_connections: int = 20
+    #: While the backing server is down: "accept" (202 + status location) or "refuse" (503 + Retry-After).
+    outbox_when_down: Literal["accept", "refuse"] = "accept"
+    outbox_max_attempts: int = 12
+    outbox_backoff_base_seconds: float = 0.5
+    outbox_backoff_max_seconds: float = 300.0
+    outbox_batch_size: int = 50
+    outbox_poll_seconds: float = 0.5
+    #: Consecutive failed deliveries that open the circuit, and how long it stays open.
+    outbox_breaker_threshold: int = 5
+    outbox_breaker_reset_seconds: float = 10.0
+    #: Run a delivery worker inside the app (off when separate `adapter outbox work` processes run).
+    outbox_worker_in_process: bool = True
+    #: How long a stored Idempotency-Key response is replayed.
+    idempotency_window_hours: int = 24
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from adapter.clock import Clock, SystemClock
 from adapter.conformance import ConformanceValidator
@@ -26,21 +27,59 @@ class Services:
     pipeline: Pipeline
     policy: PolicyEngine
     conformance: ConformanceValidator
+    #: The in-process outbox delivery thread (backend=remote), if any; stopped by close().
+    delivery: Any = None
 
     def close(self) -> None:
+        if self.delivery is not None:
+            self.delivery.stop()
         close = getattr(self.repo, "close", None)
         if callable(close):
             close()
 
 
 def build_repository(settings: Settings) -> Repository:
+    """backend=embedded: the SQL store. backend=remote: the SQL store plus the outbox (writes commit
+    locally with their outbox message, then go to FHIR_BASE_URL; reads stay local)."""
     from adapter.store.sql import SqlRepository
 
     if settings.auto_migrate:
         from adapter.store.migrate import upgrade
 
         upgrade(settings.database_url, schema=settings.database_schema)
-    return SqlRepository.from_settings(settings)
+    sql = SqlRepository.from_settings(settings.model_copy(update={"auto_migrate": False}))
+    if settings.backend != "remote":
+        return sql
+    from adapter.store.outbox import CircuitBreaker, Outbox, OutboxRepository
+
+    if not settings.fhir_base_url:
+        from adapter.errors import InputError
+
+        raise InputError("ADAPTER_BACKEND=remote needs FHIR_BASE_URL")
+    breaker = CircuitBreaker(settings.outbox_breaker_threshold, settings.outbox_breaker_reset_seconds)
+    return OutboxRepository(sql, Outbox(sql.engine), breaker=breaker,
+                            refuse_when_down=settings.outbox_when_down == "refuse")
+
+
+def build_delivery(settings: Settings, repo: Repository) -> Any:
+    """The in-process delivery worker for an OutboxRepository (None otherwise, or when disabled)."""
+    from adapter.store.outbox import (
+        BackgroundDelivery,
+        DeliveryWorker,
+        OutboxRepository,
+        RetryPolicy,
+    )
+    from adapter.store.remote import AsyncFhirClient
+
+    if not isinstance(repo, OutboxRepository) or not settings.outbox_worker_in_process:
+        return None
+    policy = RetryPolicy(settings.outbox_max_attempts, settings.outbox_backoff_base_seconds,
+                         settings.outbox_backoff_max_seconds)
+    worker = DeliveryWorker(repo.outbox, AsyncFhirClient.from_settings(settings), policy=policy,
+                            breaker=repo.breaker, batch_size=settings.outbox_batch_size)
+    delivery = BackgroundDelivery(worker, poll_seconds=settings.outbox_poll_seconds)
+    delivery.start()
+    return delivery
 
 
 def build_policy(settings: Settings) -> PolicyEngine:
