@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from adapter import __version__
 from adapter.api import exception_handlers
 from adapter.api.routers import fhir_rest, metadata, operations
+from adapter.api.routers import smart as smart_routes
 from adapter.clock import Clock
 from adapter.settings import Settings
 from adapter.wiring import Services, build_services
@@ -19,6 +20,7 @@ log = logging.getLogger("adapter")
 
 #: (router, prefix): order matters, literal paths before /{resource_type}.
 ROUTES = (
+    (smart_routes.router, "/fhir"),
     (metadata.router, "/fhir"),
     (operations.router, "/fhir"),
     (fhir_rest.router, "/fhir"),

@@ -2,6 +2,10 @@
 
 Follows https://hl7.org/fhir/R4/http.html: ETag `W/"n"`, Location, Last-Modified, `Prefer: return=`,
 `If-None-Exist`, `If-Match` (412 when stale). Writes go to the Pipeline; reads go to the Repository.
+
+Every interaction takes the caller's SmartGrant (`GrantDep`) and is checked against its scopes
+before anything is touched, and again on each resource read or returned (patient compartment,
+v2 constraints); each one is audited (`audited`). See adapter/auth/access.py.
 """
 
 from __future__ import annotations
@@ -14,7 +18,18 @@ from starlette.responses import Response
 
 from adapter.api.deps import BaseUrlDep, BodyDep, PipelineDep, RepoDep, known_type
 from adapter.api.responses import FhirResponse
-from adapter.errors import Gone, InputError, NotFound
+from adapter.api.security import (
+    GrantDep,
+    audited,
+    authorize_bundle,
+    check_resource,
+    filter_bundle_for_grant,
+    lookup_for,
+    narrow_search,
+    require,
+)
+from adapter.auth.scopes import SmartGrant
+from adapter.errors import Forbidden, Gone, InputError, NotFound
 from adapter.fhir.references import parse_reference
 from adapter.fhir.search import parse_search
 from adapter.fhir.types import JsonObject
@@ -51,19 +66,24 @@ def _write_response(result: WriteResult, base: str, prefer: str | None) -> Respo
 
 @router.post("")
 @router.post("/")
-def post_bundle(pipeline: PipelineDep, body: BodyDep) -> FhirResponse:
-    if body.get("resourceType") != "Bundle":
-        raise InputError(
-            [
-                Issue(
-                    "error",
-                    "invalid",
-                    "POST to the base must carry a transaction or batch Bundle",
-                    expression="resourceType",
-                )
-            ]
-        )
-    return FhirResponse(pipeline.process_bundle(body))
+def post_bundle(
+    request: Request, pipeline: PipelineDep, body: BodyDep, grant: GrantDep
+) -> FhirResponse:
+    kind = "batch" if body.get("type") == "batch" else "transaction"
+    with audited(request, grant, kind, "Bundle"):
+        if body.get("resourceType") != "Bundle":
+            raise InputError(
+                [
+                    Issue(
+                        "error",
+                        "invalid",
+                        "POST to the base must carry a transaction or batch Bundle",
+                        expression="resourceType",
+                    )
+                ]
+            )
+        authorize_bundle(grant, body, lookup_for(request))
+        return FhirResponse(pipeline.process_bundle(body))
 
 
 def _searchset(
@@ -167,13 +187,22 @@ def _with_offset(request: Request, offset: int, count: int, base: str, resource_
 
 
 def _search(
-    request: Request, repo: Any, resource_type: str, items: list[tuple[str, str]], base: str
+    request: Request,
+    repo: Any,
+    resource_type: str,
+    items: list[tuple[str, str]],
+    base: str,
+    grant: SmartGrant,
 ) -> FhirResponse:
     settings = request.app.state.services.settings
-    query, result_params = parse_search(
-        items, default_count=settings.default_page_size, max_count=settings.max_page_size
-    )
-    return FhirResponse(_searchset(request, repo, resource_type, query, result_params, base))
+    with audited(request, grant, "search", resource_type):
+        require(grant, "search", resource_type)
+        query, result_params = parse_search(
+            items, default_count=settings.default_page_size, max_count=settings.max_page_size
+        )
+        query = narrow_search(grant, resource_type, query)
+        bundle = _searchset(request, repo, resource_type, query, result_params, base)
+        return FhirResponse(filter_bundle_for_grant(grant, bundle))
 
 
 def _history_bundle(page: Any, base: str) -> JsonObject:
@@ -194,6 +223,17 @@ def _history_bundle(page: Any, base: str) -> JsonObject:
     return {"resourceType": "Bundle", "type": "history", "total": page.total, "entry": entries}
 
 
+def _filter_history(grant: SmartGrant, bundle: JsonObject, interaction: str) -> JsonObject:
+    """History versions are checked one by one: a resource may have moved between patients."""
+    if grant.is_development:
+        return bundle
+    out = filter_bundle_for_grant(grant, bundle, match_interaction=interaction)
+    if any(r.context == "patient" for r in grant.rules):
+        out["entry"] = [e for e in out["entry"] if isinstance(e.get("resource"), dict)]
+        out.pop("total", None)
+    return out
+
+
 def _history_params(request: Request) -> tuple[int, int]:
     settings = request.app.state.services.settings
     query, _ = parse_search(
@@ -204,131 +244,199 @@ def _history_params(request: Request) -> tuple[int, int]:
     return query.count, query.offset
 
 
+def _check_existing(
+    request: Request, grant: SmartGrant, interaction: str, resource_type: str, id: str
+) -> None:
+    """Update, delete and history also need the *current* version to be within the grant."""
+    if grant.is_development:
+        return
+    try:
+        existing = request.app.state.services.repo.read(resource_type, id)
+    except (NotFound, Gone):
+        return
+    check_resource(grant, interaction, existing.resource)
+
+
 @router.get("/_history")
-def system_history(request: Request, repo: RepoDep, base: BaseUrlDep) -> FhirResponse:
-    count, offset = _history_params(request)
-    return FhirResponse(_history_bundle(repo.history(None, None, count=count, offset=offset), base))
+def system_history(
+    request: Request, repo: RepoDep, base: BaseUrlDep, grant: GrantDep
+) -> FhirResponse:
+    with audited(request, grant, "history-system"):
+        if not any(
+            r.resource_type == "*"
+            and r.context != "patient"
+            and "s" in r.permissions
+            and not r.constraints
+            for r in grant.rules
+        ):
+            raise Forbidden(
+                [Issue("error", "forbidden", "System history needs a user/*.s or system/*.s scope")]
+            )
+        count, offset = _history_params(request)
+        page = repo.history(None, None, count=count, offset=offset)
+        return FhirResponse(_history_bundle(page, base))
 
 
 @router.get("/{resource_type}")
 def search_get(
-    resource_type: str, request: Request, repo: RepoDep, base: BaseUrlDep
+    resource_type: str, request: Request, repo: RepoDep, base: BaseUrlDep, grant: GrantDep
 ) -> FhirResponse:
     known_type(resource_type)
-    return _search(request, repo, resource_type, list(request.query_params.multi_items()), base)
+    items = list(request.query_params.multi_items())
+    return _search(request, repo, resource_type, items, base, grant)
 
 
 @router.post("/{resource_type}/_search")
 async def search_post(
-    resource_type: str, request: Request, repo: RepoDep, base: BaseUrlDep
+    resource_type: str, request: Request, repo: RepoDep, base: BaseUrlDep, grant: GrantDep
 ) -> FhirResponse:
     known_type(resource_type)
     form = await request.form()
     items = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in form.multi_items()]
-    return _search(request, repo, resource_type, items, base)
+    return _search(request, repo, resource_type, items, base, grant)
 
 
 @router.post("/{resource_type}")
 def create(
     resource_type: str,
+    request: Request,
     body: BodyDep,
     pipeline: PipelineDep,
     base: BaseUrlDep,
+    grant: GrantDep,
     prefer: PreferHeader = None,
     if_none_exist: Annotated[str | None, Header(alias="If-None-Exist")] = None,
 ) -> Response:
     known_type(resource_type)
-    if body.get("resourceType") != resource_type:
-        raise InputError(
-            [
-                Issue(
-                    "error",
-                    "invalid",
-                    "resourceType does not match the URL",
-                    expression="resourceType",
-                )
-            ]
-        )
-    result = pipeline.create(body, if_none_exist=if_none_exist)
-    return _write_response(result, base, prefer)
+    with audited(request, grant, "create", resource_type) as note:
+        require(grant, "create", resource_type)
+        if body.get("resourceType") != resource_type:
+            raise InputError(
+                [
+                    Issue(
+                        "error",
+                        "invalid",
+                        "resourceType does not match the URL",
+                        expression="resourceType",
+                    )
+                ]
+            )
+        check_resource(grant, "create", body)
+        if if_none_exist:
+            require(grant, "search", resource_type)  # a conditional create reveals a match
+        result = pipeline.create(body, if_none_exist=if_none_exist)
+        if result.stored is not None:
+            note.resource_id = result.stored.id
+            if not result.created:
+                check_resource(grant, "read", result.stored.resource)
+        return _write_response(result, base, prefer)
 
 
 @router.get("/{resource_type}/_history")
 def type_history(
-    resource_type: str, request: Request, repo: RepoDep, base: BaseUrlDep
+    resource_type: str, request: Request, repo: RepoDep, base: BaseUrlDep, grant: GrantDep
 ) -> FhirResponse:
     known_type(resource_type)
-    count, offset = _history_params(request)
-    return FhirResponse(
-        _history_bundle(repo.history(resource_type, None, count=count, offset=offset), base)
-    )
+    with audited(request, grant, "history-type", resource_type):
+        require(grant, "history-type", resource_type)
+        count, offset = _history_params(request)
+        page = repo.history(resource_type, None, count=count, offset=offset)
+        return FhirResponse(_filter_history(grant, _history_bundle(page, base), "search"))
 
 
 @router.get("/{resource_type}/{id}")
 def read(
     resource_type: str,
     id: str,
+    request: Request,
     repo: RepoDep,
     base: BaseUrlDep,
+    grant: GrantDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     known_type(resource_type)
-    stored = repo.read(resource_type, id)
-    headers = _resource_headers(stored, base)
-    headers.pop("Location")
-    if if_none_match and if_none_match.strip() == stored.etag:
-        return Response(status_code=304, headers=headers)
-    return FhirResponse(stored.resource, headers=headers)
+    with audited(request, grant, "read", resource_type, id):
+        require(grant, "read", resource_type)
+        stored = repo.read(resource_type, id)
+        check_resource(grant, "read", stored.resource)
+        headers = _resource_headers(stored, base)
+        headers.pop("Location")
+        if if_none_match and if_none_match.strip() == stored.etag:
+            return Response(status_code=304, headers=headers)
+        return FhirResponse(stored.resource, headers=headers)
 
 
 @router.put("/{resource_type}/{id}")
 def update(
     resource_type: str,
     id: str,
+    request: Request,
     body: BodyDep,
     pipeline: PipelineDep,
     base: BaseUrlDep,
+    grant: GrantDep,
     prefer: PreferHeader = None,
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> Response:
     known_type(resource_type)
-    result = pipeline.update(resource_type, id, body, if_match=parse_etag(if_match))
-    return _write_response(result, base, prefer)
+    with audited(request, grant, "update", resource_type, id):
+        require(grant, "update", resource_type)
+        check_resource(grant, "update", {**body, "id": body.get("id", id)})
+        _check_existing(request, grant, "update", resource_type, id)
+        result = pipeline.update(resource_type, id, body, if_match=parse_etag(if_match))
+        return _write_response(result, base, prefer)
 
 
 @router.delete("/{resource_type}/{id}")
 def delete(
     resource_type: str,
     id: str,
+    request: Request,
     pipeline: PipelineDep,
+    grant: GrantDep,
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> Response:
     known_type(resource_type)
-    result = pipeline.delete(resource_type, id, if_match=parse_etag(if_match))
-    headers = {"ETag": result.stored.etag} if result.stored is not None else {}
-    return Response(status_code=204, headers=headers)
+    with audited(request, grant, "delete", resource_type, id):
+        require(grant, "delete", resource_type)
+        _check_existing(request, grant, "delete", resource_type, id)
+        result = pipeline.delete(resource_type, id, if_match=parse_etag(if_match))
+        headers = {"ETag": result.stored.etag} if result.stored is not None else {}
+        return Response(status_code=204, headers=headers)
 
 
 @router.get("/{resource_type}/{id}/_history")
 def instance_history(
-    resource_type: str, id: str, request: Request, repo: RepoDep, base: BaseUrlDep
+    resource_type: str, id: str, request: Request, repo: RepoDep, base: BaseUrlDep, grant: GrantDep
 ) -> FhirResponse:
     known_type(resource_type)
-    count, offset = _history_params(request)
-    repo_history = repo.history(resource_type, id, count=count, offset=offset)
-    return FhirResponse(_history_bundle(repo_history, base))
+    with audited(request, grant, "history-instance", resource_type, id):
+        require(grant, "history-instance", resource_type)
+        _check_existing(request, grant, "read", resource_type, id)
+        count, offset = _history_params(request)
+        page = repo.history(resource_type, id, count=count, offset=offset)
+        return FhirResponse(_filter_history(grant, _history_bundle(page, base), "read"))
 
 
 @router.get("/{resource_type}/{id}/_history/{version_id}")
 def vread(
-    resource_type: str, id: str, version_id: str, repo: RepoDep, base: BaseUrlDep
+    resource_type: str,
+    id: str,
+    version_id: str,
+    request: Request,
+    repo: RepoDep,
+    base: BaseUrlDep,
+    grant: GrantDep,
 ) -> FhirResponse:
     known_type(resource_type)
-    if not version_id.isdigit():
-        raise InputError(
-            [Issue("error", "value", "versionId must be a number", expression="versionId")]
-        )
-    stored = repo.vread(resource_type, id, int(version_id))
-    headers = _resource_headers(stored, base)
-    headers.pop("Location")
-    return FhirResponse(stored.resource, headers=headers)
+    with audited(request, grant, "vread", resource_type, id):
+        require(grant, "vread", resource_type)
+        if not version_id.isdigit():
+            raise InputError(
+                [Issue("error", "value", "versionId must be a number", expression="versionId")]
+            )
+        stored = repo.vread(resource_type, id, int(version_id))
+        check_resource(grant, "read", stored.resource)
+        headers = _resource_headers(stored, base)
+        headers.pop("Location")
+        return FhirResponse(stored.resource, headers=headers)

@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from adapter.api.deps import BodyDep, PipelineDep, known_type
 from adapter.api.responses import FhirResponse
+from adapter.api.security import GrantDep, audited, check_resource, require
+from adapter.auth.scopes import SmartGrant
 from adapter.errors import InputError
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
@@ -44,35 +46,71 @@ def _unwrap_parameters(body: JsonObject) -> tuple[JsonObject, list[str]]:
     return resource, profiles
 
 
-def _validate(
-    body: JsonObject, pipeline: PipelineDep, profile: list[str] | None, resource_type: str | None
-) -> FhirResponse:
-    resource, profiles = _unwrap_parameters(body)
-    profiles += profile or []
-    issues = pipeline.validate(resource, profiles=tuple(profiles))
-    if resource_type and resource.get("resourceType") != resource_type:
-        issues = [
-            Issue(
-                "error", "invalid", "resourceType does not match the URL", expression="resourceType"
-            ),
-            *issues,
+def _validate_allowed(grant: SmartGrant, resource: JsonObject) -> None:
+    """$validate needs create or update on the type: validation looks up references in the store,
+    so its issues could reveal other records. A Bundle is checked entry by entry."""
+    if grant.is_development:
+        return
+    targets = [resource]
+    if resource.get("resourceType") == "Bundle":
+        targets = [
+            e["resource"]
+            for e in resource.get("entry") or []
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
         ]
-    return FhirResponse(operation_outcome(issues), status_code=200)
+    for target in targets:
+        resource_type = str(target.get("resourceType"))
+        if not (grant.rules_for("c", resource_type) or grant.rules_for("u", resource_type)):
+            require(grant, "create", resource_type)
+        interaction = "create" if grant.rules_for("c", resource_type) else "update"
+        check_resource(grant, interaction, target)
+
+
+def _validate(
+    request: Request,
+    grant: SmartGrant,
+    body: JsonObject,
+    pipeline: PipelineDep,
+    profile: list[str] | None,
+    resource_type: str | None,
+) -> FhirResponse:
+    with audited(request, grant, "operation", resource_type, operation="$validate"):
+        resource, profiles = _unwrap_parameters(body)
+        _validate_allowed(grant, resource)
+        profiles += profile or []
+        issues = pipeline.validate(resource, profiles=tuple(profiles))
+        if resource_type and resource.get("resourceType") != resource_type:
+            issues = [
+                Issue(
+                    "error",
+                    "invalid",
+                    "resourceType does not match the URL",
+                    expression="resourceType",
+                ),
+                *issues,
+            ]
+        return FhirResponse(operation_outcome(issues), status_code=200)
 
 
 @router.post("/$validate")
 def validate_any(
-    body: BodyDep, pipeline: PipelineDep, profile: list[str] | None = Query(default=None)
+    request: Request,
+    body: BodyDep,
+    pipeline: PipelineDep,
+    grant: GrantDep,
+    profile: list[str] | None = Query(default=None),
 ) -> FhirResponse:
-    return _validate(body, pipeline, profile, None)
+    return _validate(request, grant, body, pipeline, profile, None)
 
 
 @router.post("/{resource_type}/$validate")
 def validate_type(
     resource_type: str,
+    request: Request,
     body: BodyDep,
     pipeline: PipelineDep,
+    grant: GrantDep,
     profile: list[str] | None = Query(default=None),
 ) -> FhirResponse:
     known_type(resource_type)
-    return _validate(body, pipeline, profile, resource_type)
+    return _validate(request, grant, body, pipeline, profile, resource_type)

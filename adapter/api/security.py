@@ -1,0 +1,177 @@
+"""The front door: who is calling (`current_grant`), and the audit trail of what they did.
+
+`current_grant` verifies the bearer token (embedded or external issuer) and returns a SmartGrant;
+with `auth_required` off it returns the all-access development grant instead. Enforcement helpers
+live in `adapter.auth.access` and are re-exported here for routers (`require`, `check_resource`,
+`filter_bundle_for_grant`...). `audited(...)` records one AuditEvent per interaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from adapter.api.deps import base_url, get_services
+from adapter.audit import (
+    OUTCOME_MINOR_FAILURE,
+    OUTCOME_SERIOUS_FAILURE,
+    OUTCOME_SUCCESS,
+    audit_event,
+)
+from adapter.auth.access import (
+    Lookup,
+    authorize_bundle,
+    check_resource,
+    filter_bundle_for_grant,
+    may_access,
+    narrow_search,
+    require,
+)
+from adapter.auth.scopes import SmartGrant
+from adapter.auth.service import SmartServices, build_smart_services
+from adapter.errors import AccessDenied, AdapterError, Gone, NotFound
+from adapter.fhir.types import JsonObject
+from adapter.issue import Issue
+
+log = logging.getLogger("adapter.security")
+_BUILD_LOCK = threading.Lock()
+
+
+def get_smart(request: Request) -> SmartServices:
+    """The app's SmartServices, built on first use (tests may set `app.state.smart` first)."""
+    smart: SmartServices | None = getattr(request.app.state, "smart", None)
+    if smart is None:
+        with _BUILD_LOCK:
+            smart = getattr(request.app.state, "smart", None)
+            if smart is None:
+                smart = build_smart_services(get_services(request).settings)
+                request.app.state.smart = smart
+    return smart
+
+
+def _unauthorised(text: str) -> AccessDenied:
+    return AccessDenied([Issue("error", "login", text)], headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_grant(request: Request) -> SmartGrant:
+    """Raises AccessDenied (401) without a valid token; never returns None."""
+    settings = get_services(request).settings
+    if not settings.auth_required:
+        grant = SmartGrant.development()
+        request.state.grant = grant
+        return grant
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthorised("A bearer token is required")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorised("Use an Authorization: Bearer token")
+    grant = get_smart(request).verify(token.strip(), base_url(request))
+    request.state.grant = grant
+    return grant
+
+
+GrantDep = Annotated[SmartGrant, Depends(current_grant)]
+SmartDep = Annotated[SmartServices, Depends(get_smart)]
+
+
+@dataclass(slots=True)
+class AuditNote:
+    """Filled in by the endpoint while it runs (e.g. the id a create assigned)."""
+
+    resource_type: str | None = None
+    resource_id: str | None = None
+
+
+@contextmanager
+def audited(
+    request: Request,
+    grant: SmartGrant,
+    interaction: str,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    *,
+    operation: str | None = None,
+) -> Iterator[AuditNote]:
+    """Records an AuditEvent for the interaction, whatever its outcome (then re-raises)."""
+    note = AuditNote(resource_type, resource_id)
+    smart: SmartServices | None = None
+    if not grant.is_development or getattr(request.app.state, "smart", None) is not None:
+        smart = get_smart(request)
+    enabled = smart is not None and smart.audit_enabled
+    outcome, status = OUTCOME_SUCCESS, 200
+    try:
+        yield note
+    except AdapterError as exc:
+        outcome = OUTCOME_MINOR_FAILURE if exc.status < 500 else OUTCOME_SERIOUS_FAILURE
+        status = exc.status
+        raise
+    except Exception:
+        outcome, status = OUTCOME_SERIOUS_FAILURE, 500
+        raise
+    finally:
+        if enabled:
+            _record(request, grant, interaction, note, outcome, status, operation)
+
+
+def _record(
+    request: Request,
+    grant: SmartGrant,
+    interaction: str,
+    note: AuditNote,
+    outcome: str,
+    status: int,
+    operation: str | None,
+) -> None:
+    event = audit_event(
+        interaction=interaction,
+        outcome=outcome,
+        client_id=grant.client_id,
+        fhir_user=grant.fhir_user,
+        resource_type=note.resource_type,
+        resource_id=note.resource_id,
+        operation=operation,
+        status=status,
+    )
+    try:
+        get_services(request).repo.create(event, id=event["id"])
+    except Exception:
+        log.exception(
+            "audit event could not be stored",
+            extra={"interaction": interaction, "resource_type": note.resource_type},
+        )
+
+
+def lookup_for(request: Request) -> Lookup:
+    repo = get_services(request).repo
+
+    def lookup(resource_type: str, resource_id: str) -> JsonObject | None:
+        try:
+            return repo.read(resource_type, resource_id).resource
+        except (NotFound, Gone):
+            return None
+
+    return lookup
+
+
+__all__ = [
+    "AuditNote",
+    "GrantDep",
+    "SmartDep",
+    "audited",
+    "authorize_bundle",
+    "check_resource",
+    "current_grant",
+    "filter_bundle_for_grant",
+    "get_smart",
+    "lookup_for",
+    "may_access",
+    "narrow_search",
+    "require",
+]
