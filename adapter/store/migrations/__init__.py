@@ -1,0 +1,1 @@
+"""Alembic migrations of the embedded store. Run them with `adapter.store.migrate.upgrade`."""

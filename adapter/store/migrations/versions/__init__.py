@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first. Each one is tested on SQLite and PostgreSQL."""
