@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, Final
 
@@ -23,6 +23,7 @@ from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models
 
 from adapter.conformance.definitions import core_definitions
+from adapter.conformance.natives import NATIVES, Native
 from adapter.fhir.types import JsonObject, JsonValue
 
 _MODEL: Final = models["r4"]
@@ -69,6 +70,8 @@ class Invariant:
     names: frozenset[str]
     looks_at_whole_node: bool
     fn: Callable[..., Any]
+    #: A Python equivalent (natives.py), for core invariants only.
+    native: Native | None = None
 
 
 @cache
@@ -79,7 +82,12 @@ def compiled(key: str) -> Invariant | None:
     raw = core_definitions().constraints.get(key)
     if raw is None:
         return None
-    return compile_invariant(key.split("@", 1)[0], str(raw["expression"]), str(raw["human"]))
+    base_key = key.split("@", 1)[0]
+    inv = compile_invariant(base_key, str(raw["expression"]), str(raw["human"]))
+    native = NATIVES.get(key)  # keyed by the exact core key: a "@Type" variant has its own meaning
+    if inv is not None and native is not None:
+        inv = replace(inv, native=native)
+    return inv
 
 
 #: Spellings fhirpathpy reads differently from the reference implementation (same meaning in R4).
@@ -132,6 +140,8 @@ class InvariantRunner:
         resource: JsonObject,
         root: JsonObject,
     ) -> bool:
+        if inv.native is not None and isinstance(node, dict):
+            return inv.native(node, resource, root)
         guard = GUARDED_BY.get(inv.key)
         if guard is not None and isinstance(node, dict) and guard not in node:
             return True

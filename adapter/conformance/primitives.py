@@ -40,6 +40,7 @@ _INTEGER_TYPES: Final = frozenset({"integer", "positiveInt", "unsignedInt"})
 _DATE_PREFIX: Final = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 _TZ_REQUIRED: Final = re.compile(r"T.*(Z|[+-]\d{2}:\d{2})$")
 _MAX_STRING: Final = 1024 * 1024
+_UUID: Final = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @cache
@@ -88,6 +89,12 @@ def primitive_problem(type_code: str, value: JsonValue) -> str | None:
         rx = _regex(type_code)
         if rx is not None and type_code not in ("string", "markdown") and not rx.fullmatch(value):
             return f"is not a valid {type_code}"
+        if (
+            value.startswith("urn:uuid:")
+            and type_code in ("uri", "uuid", "url", "canonical")
+            and (not _UUID.fullmatch(value))
+        ):
+            return "is not a valid UUID (urn:uuid: with a lowercase RFC 4122 UUID)"
         if type_code in ("date", "dateTime", "instant"):
             return _calendar_problem(value, type_code)
     return None

@@ -174,6 +174,9 @@ class QuestionnaireChecker:
         link = q["linkId"]
         if answers and not self._enabled(q):
             self._error("structure", f"Item '{link}' has answers although it is not enabled", path)
+        if qtype == "question" and answers:
+            self._error("structure", "Items of type question should not have answers", path)
+            return
         if qtype == "display" and (answers or r.get("item")):
             self._error("structure", "Items of type 'display' cannot have answers", path)
             return

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
+from adapter.conformance.definitions import core_definitions
 from adapter.conformance.structure import FoundReference
 from adapter.context import ValidationContext
 from adapter.fhir.references import parse_reference
@@ -64,6 +65,16 @@ def reference_issues(
                 )
             continue
         actual_type: str | None = parsed.resource_type
+        if actual_type and not core_definitions().is_resource(actual_type):
+            issues.append(
+                Issue(
+                    "error",
+                    "value",
+                    f"'{actual_type}' in the reference is not a resource type",
+                    expr,
+                )
+            )
+            continue
         declared = ref.reference.get("type")
         if isinstance(declared, str) and actual_type and declared != actual_type:
             issues.append(

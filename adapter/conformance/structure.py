@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from adapter.conformance.bindings import code_in, coding_in, core_valueset
+from adapter.conformance.bundles import attachment_problem
 from adapter.conformance.definitions import Child, CoreDefinitions, ElementDef
 from adapter.conformance.invariants import InvariantRunner, compiled
 from adapter.conformance.primitives import primitive_problem
@@ -173,6 +174,10 @@ class InstanceWalker:
             return
         if el.binding and type_code in ("Coding", "CodeableConcept"):
             self._binding(el, type_code, item, path, out)
+        if type_code == "Attachment":
+            problem = attachment_problem(item)
+            if problem is not None:
+                out.issues.append(Issue("error", "value", problem, path))
         if type_code == "Reference" and isinstance(item.get("reference"), str):
             out.references.append(FoundReference(path, item, el.targets, resource, root))
         if el.constraints and child.def_path != el.path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from adapter.conformance.bundles import bundle_issues
 from adapter.conformance.definitions import core_definitions
 from adapter.conformance.identifiers import identifier_issues
 from adapter.conformance.invariants import InvariantRunner
@@ -65,10 +66,21 @@ class ConformanceValidator:
             walk.references, ctx, own_bundle=resource if rt == "Bundle" else None
         )
         issues += identifier_issues(resource)
+        if rt == "Bundle":
+            issues += bundle_issues(resource)
         issues += self.profiles.validate(resource, ctx.profiles, supporting)
         for path, qr, holder in _responses(resource, rt):
             q = self._find_questionnaire(qr, holder, ctx, supporting)
-            if q is not None:
+            if q is not None and "_wrong_type" in q:
+                issues.append(
+                    Issue(
+                        "error",
+                        "structure",
+                        f"The questionnaire canonical refers to a {q['_wrong_type']}",
+                        f"{path}.questionnaire",
+                    )
+                )
+            elif q is not None:
                 issues += [
                     i.rebased(path) if path != "QuestionnaireResponse" else i
                     for i in questionnaire_issues(q, qr)

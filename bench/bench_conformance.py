@@ -1,0 +1,136 @@
+"""Full validation throughput on one core over the official R4 examples of the types we handle.
+
+Full validation = parse (JSON bytes with Decimal, fhir.resources R4B structural check) + the
+conformance stage (bindings, invariants, references, profiles, questionnaire). Bundles and
+resources over 20 KB are left out, so the figure is for "typical" single clinical resources; their
+mean size is printed. Run: .venv/bin/python bench/bench_conformance.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapter.conformance import ConformanceValidator  # noqa: E402
+from adapter.context import ValidationContext  # noqa: E402
+from adapter.fhir import jsonio  # noqa: E402
+from adapter.fhir.parse import structural_issues  # noqa: E402
+
+TYPES = set(
+    [
+        "ServiceRequest",
+        "CarePlan",
+        "CareTeam",
+        "Goal",
+        "Questionnaire",
+        "QuestionnaireResponse",
+        "Encounter",
+        "EpisodeOfCare",
+        "RiskAssessment",
+        "Observation",
+        "Composition",
+        "Flag",
+        "Task",
+        "Provenance",
+        "AuditEvent",
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "DocumentReference",
+        "Consent",
+        "Condition",
+    ]
+)
+MAX_BYTES = 20_000
+
+
+def load(tgz: Path) -> list[bytes]:
+    out = []
+    with tarfile.open(tgz) as tar:
+        for m in tar.getmembers():
+            name = m.name.rsplit("/", 1)[-1]
+            if name.split("-", 1)[0] in TYPES and m.size <= MAX_BYTES:
+                fh = tar.extractfile(m)
+                if fh is not None:
+                    out.append(fh.read())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument(
+        "--corpus",
+        type=Path,
+        default=ROOT.parent / "shared" / "corpora" / "hl7.fhir.r4.examples-4.0.1.tgz",
+    )
+    args = ap.parse_args()
+    items = load(args.corpus)
+    validator = ConformanceValidator()
+    ctx = ValidationContext(mode="validate")
+
+    def full(raw: bytes) -> None:
+        resource = jsonio.loads(raw)
+        if not structural_issues(resource):
+            validator.validate(resource, ctx)
+
+    for raw in items:  # warm-up: lazy tables, compiled invariants, model classes
+        full(raw)
+    per_item: list[float] = []
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    for _ in range(args.repeat):
+        for raw in items:
+            s = time.perf_counter()
+            full(raw)
+            per_item.append(time.perf_counter() - s)
+    total = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    n = len(per_item)
+    q = statistics.quantiles(per_item, n=100)
+    sha = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    print(
+        json.dumps(
+            {
+                "bench": "conformance (parse + structural + bindings + invariants + refs + profiles)",
+                "items": n,
+                "distinct_resources": len(items),
+                "mean_bytes": round(sum(map(len, items)) / len(items)),
+                "seconds": round(total, 3),
+                "resources_per_second": round(n / total),
+                "cpu_seconds": round(cpu, 3),
+                "resources_per_cpu_second": round(n / cpu),
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                "ms_per_item": round(1000 * total / n, 3),
+                "p50_ms": round(1000 * q[49], 3),
+                "p95_ms": round(1000 * q[94], 3),
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": f"{platform.machine()} {platform.processor() or platform.platform()} "
+                f"python {platform.python_version()}",
+                "git_sha": sha,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Shared corpus helpers: locate ../shared/corpora, run our validator on one validator test case."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapter.conformance import ConformanceValidator
+from adapter.context import ValidationContext
+from adapter.fhir import jsonio
+from adapter.fhir.parse import structural_issues
+from adapter.issue import Issue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def corpora_dir() -> Path | None:
+    env = os.environ.get("ADAPTER_CORPORA_DIR")
+    path = Path(env) if env else (ROOT / ".." / "shared" / "corpora").resolve()
+    return path if path.is_dir() else None
+
+
+def require_corpora() -> Path:
+    path = corpora_dir()
+    if path is None:
+        if os.environ.get("ADAPTER_REQUIRE_CORPORA") == "1":
+            pytest.fail("corpora required (ADAPTER_REQUIRE_CORPORA=1) but not found")
+        pytest.skip("corpora not available (set ADAPTER_CORPORA_DIR)")
+    return path
+
+
+@cache
+def index() -> dict[str, Any]:
+    path = corpora_dir()
+    if path is None:
+        return {"cases": []}
+    return json.loads((path / "fhir-test-cases-index.json").read_text(encoding="utf-8"))
+
+
+@cache
+def validator() -> ConformanceValidator:
+    return ConformanceValidator()
+
+
+def blocking(issues: list[Issue]) -> list[Issue]:
+    return [i for i in issues if i.severity in ("error", "fatal")]
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    key: str
+    expected_error: bool
+    got_error: bool
+    ours: tuple[str, ...]
+    theirs: tuple[str, ...]
+
+    @property
+    def agrees(self) -> bool:
+        return self.expected_error == self.got_error
+
+
+def run_case(case: dict[str, Any]) -> CaseResult:
+    base = corpora_dir()
+    assert base is not None
+    step = case["steps"][0]
+    issues: list[Issue]
+    try:
+        resource = jsonio.loads((base / case["file"]).read_bytes())
+    except jsonio.JsonSyntaxError as exc:
+        issues = [Issue("fatal", "structure", f"not JSON: {exc}")]
+    else:
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            issues = [Issue("fatal", "structure", "not a FHIR resource")]
+        else:
+            issues = structural_issues(resource)
+            if not blocking(issues):
+                supporting = []
+                for rel in case["localDependencies"]:
+                    try:
+                        dep = jsonio.loads((base / rel).read_bytes())
+                    except (OSError, jsonio.JsonSyntaxError):
+                        continue
+                    if isinstance(dep, dict):
+                        supporting.append(dep)
+                ctx = ValidationContext(mode="validate")
+                issues = validator().validate_with_supporting(resource, ctx, supporting)
+    ours = blocking(issues)
+    return CaseResult(
+        key=case["key"],
+        expected_error=step["errorCount"] > 0,
+        got_error=bool(ours),
+        ours=tuple(f"{i.expression}: {i.text}" for i in ours),
+        theirs=tuple(step["errorMessages"]),
+    )
+
+
+def needs_terminology_server(case: dict[str, Any]) -> bool:
+    step = case["steps"][0]
+    return bool(step["errorCount"]) and step["txServerErrorCount"] == step["errorCount"]
+
+
+def r4_json_cases() -> list[dict[str, Any]]:
+    return [
+        c
+        for c in index()["cases"]
+        if "r4-json-no-packages" in c["categories"]
+        and c["primaryStep"] == "base"
+        and not needs_terminology_server(c)
+    ]
+
+
+def questionnaire_cases() -> list[dict[str, Any]]:
+    return [
+        c
+        for c in index()["cases"]
+        if "questionnaire" in c["categories"]
+        and c["format"] == "json"
+        and c["fhirRelease"] == "R4"
+        and not c["packageDependencies"]
+        and c["useTest"]
+        and c["primaryStep"] == "base"
+        and not needs_terminology_server(c)
+    ]
