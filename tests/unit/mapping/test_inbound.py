@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -56,7 +55,8 @@ def test_resending_a_v2_message_never_duplicates(services, inbound):
     _, ack1 = inbound.handle_v2(text)
     count, versions = services.repo.count(), _versions(services)
     _, ack2 = inbound.handle_v2(text)
-    assert "MSA|AA|REF0001" in ack1 and "MSA|AA|REF0001" in ack2
+    assert "MSA|AA|REF0001" in ack1
+    assert "MSA|AA|REF0001" in ack2
     assert (services.repo.count(), _versions(services)) == (count, versions)
 
 
@@ -66,9 +66,11 @@ def test_bad_nhs_number_gets_ae_ack_naming_pid_3_and_stores_nothing(services, in
     segments = ack.split("\r")
     assert segments[1].startswith("MSA|AE|REF0001")
     err = [s for s in segments if s.startswith("ERR|")]
-    assert err and err[0].split("|")[2] == "PID^1^3^^1"
+    assert err
+    assert err[0].split("|")[2] == "PID^1^3^^1"
     assert "NHS number" in err[0]
-    assert outcome is not None and outcome.status == "rejected"
+    assert outcome is not None
+    assert outcome.status == "rejected"
     assert services.repo.count() == 0
 
 

@@ -1,0 +1,94 @@
+"""Mapping end to end into the embedded store (SQLite, one process, one core): CSV rows and v2 messages.
+
+    python -m bench.bench_mapping [--rows 2000] [--messages 1000]
+
+Each row/message is mapped, judged by the pipeline and written as one transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from adapter.fhir.identifiers import nhs_number_with_check_digit
+from adapter.mapping.inbound import Inbound
+from adapter.mapping.loader import load_registry
+from adapter.settings import Settings
+from adapter.sources import read_extract
+from adapter.wiring import build_services
+from bench._common import ROOT, report
+
+
+def valid_test_numbers(count: int, start: int = 0) -> list[str]:
+    """Distinct valid 999-range NHS numbers (Modulus 11), skipping prefixes with no check digit."""
+    out: list[str] = []
+    k = start
+    while len(out) < count:
+        candidate = nhs_number_with_check_digit(f"999{k:06d}")
+        if candidate:
+            out.append(candidate)
+        k += 1
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=1000)
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp()
+    services = build_services(Settings(database_url=f"sqlite:///{tmp}/bench.sqlite3"))
+    inbound = Inbound(services.pipeline, load_registry(ROOT / "mappings"))
+
+    csv_fixture = (
+        (ROOT / "fixtures/mappings/csv-dialog/complete/input.csv").read_text().splitlines()
+    )
+    header, row = csv_fixture[0], csv_fixture[1]
+    numbers = valid_test_numbers(args.rows + args.messages, start=100)
+    lines = [header] + [
+        row.replace("DLG-2026-0001", f"DLG-B-{i}").replace("9990000018", numbers[i])
+        for i in range(args.rows)
+    ]
+    spec = inbound.registry.get("csv-dialog")
+    records = list(read_extract("\n".join(lines).encode(), "bench.csv"))
+    latencies: list[float] = []
+    start = time.perf_counter()
+    for record in records:
+        t0 = time.perf_counter()
+        outcome = inbound.ingest(spec, record)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        assert outcome.status == "stored", outcome.issues
+    report(
+        "CSV rows (csv-dialog) -> SQLite",
+        len(records),
+        time.perf_counter() - start,
+        latencies,
+        "rows",
+    )
+
+    oru = Path(ROOT / "fixtures/mappings/hl7v2-oru-r01-dialog/complete/input.hl7").read_text()
+    messages = [
+        oru.replace("DLG-2026-0001", f"DLG-V-{i}").replace("9990000018", numbers[args.rows + i])
+        for i in range(args.messages)
+    ]
+    latencies = []
+    start = time.perf_counter()
+    for message in messages:
+        t0 = time.perf_counter()
+        outcome, ack = inbound.handle_v2(message)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        assert "MSA|AA" in ack, ack
+    report(
+        "HL7 v2 ORU^R01 (DIALOG) -> SQLite",
+        len(messages),
+        time.perf_counter() - start,
+        latencies,
+        "messages",
+    )
+    services.close()
+
+
+if __name__ == "__main__":
+    main()
