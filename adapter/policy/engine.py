@@ -8,6 +8,7 @@ are applied to the rules once per distinct selection and cached, as is the index
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -18,11 +19,35 @@ from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 from adapter.policy import jurisdiction
 from adapter.policy.checks import CHECKS
+from adapter.policy.fastpath import Fallback, FastFn
 from adapter.policy.overrides import apply_overrides, provenance, read_overrides
-from adapter.policy.rulepack import Rule, RulePack, load_packs
+from adapter.policy.rulepack import Compiled, Rule, RulePack, load_packs
 
 if TYPE_CHECKING:
     from adapter.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+
+class _Subject:
+    """One resource under evaluation. The fast evaluator reads the JSON as given (Decimal-safe);
+    the plain copy fhirpathpy needs is made at most once, and only if something falls back."""
+
+    __slots__ = ("_plain", "resource")
+
+    def __init__(self, resource: JsonObject) -> None:
+        self.resource = resource
+        self._plain: JsonObject | None = None
+
+    def holds(self, fast: FastFn | None, compiled: Compiled) -> bool:
+        if fast is not None:
+            try:
+                return fast([self.resource]) == [True]
+            except Fallback:
+                pass
+        if self._plain is None:
+            self._plain = jsonio.to_plain(self.resource)
+        return bool(compiled(self._plain) == [True])
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +133,8 @@ class PolicyEngine:
         rules = self._rules_for(names).get(str(resource.get("resourceType")), ())
         if not rules:
             return Evaluation([], (), names)
-        plain = jsonio.to_plain(resource)
-        profiles = set((plain.get("meta") or {}).get("profile") or [])
+        subject = _Subject(resource)
+        profiles = set((resource.get("meta") or {}).get("profile") or [])
         guard_cache: dict[str, bool] = {}
         issues: list[Issue] = []
         evaluated: list[str] = []
@@ -120,27 +145,51 @@ class PolicyEngine:
             if rule.guard is not None:
                 hit = guard_cache.get(rule.guard.key)
                 if hit is None:
-                    hit = guard_cache[rule.guard.key] = rule.guard.compiled(plain) == [True]
+                    try:
+                        hit = subject.holds(rule.guard.fast, rule.guard.compiled)
+                    except Exception as exc:  # a faulty guard must not become a 500
+                        issues.append(self._failed(rule, exc))
+                        continue
+                    guard_cache[rule.guard.key] = hit
                 if not hit:
                     continue
             evaluated.append(rule.id)
             if rule.overridable:
                 overridable.add(rule.id)
-            issues.extend(self._run(rule, plain, ctx))
+            try:
+                issues.extend(self._run(rule, subject, ctx))
+            except Exception as exc:  # a faulty rule must not become a 500
+                issues.append(self._failed(rule, exc))
         if issues and any(i.is_blocking for i in issues):
-            found = read_overrides(plain)
+            found = read_overrides(resource)
             if found:
                 issues = apply_overrides(issues, overridable, found)
         return Evaluation(issues, tuple(evaluated), names)
 
-    def _run(self, rule: Rule, plain: JsonObject, ctx: ValidationContext) -> list[Issue]:
-        where = rule.location or str(plain.get("resourceType"))
+    def _run(self, rule: Rule, subject: _Subject, ctx: ValidationContext) -> list[Issue]:
+        resource = subject.resource
+        where = rule.location or str(resource.get("resourceType"))
         if rule.compiled is not None:
-            if rule.compiled(plain) == [True]:
+            if subject.holds(rule.fast, rule.compiled):
                 return []
             return [self._issue(rule, where, None)]
-        findings = CHECKS[str(rule.check)](plain, ctx, rule.params)
+        findings = CHECKS[str(rule.check)](resource, ctx, rule.params)
         return [self._issue(rule, f.location or where, f.detail) for f in findings]
+
+    @staticmethod
+    def _failed(rule: Rule, exc: Exception) -> Issue:
+        """A rule that raised: an `exception` error naming the rule, never a crash. The exception
+        class only (its message may quote data) goes into diagnostics; the log carries the id."""
+        _log.error("policy rule %s raised %s", rule.id, type(exc).__name__)
+        return Issue(
+            "error",
+            "exception",
+            f"Policy rule {rule.id} could not be evaluated; the resource was not judged against "
+            "it. This is a fault in the rule pack, not in the data.",
+            expression=rule.location or rule.applies_to,
+            rule=rule.ref,
+            diagnostics=f"rule-error={type(exc).__name__}",
+        )
 
     @staticmethod
     def _issue(rule: Rule, where: str, detail: str | None) -> Issue:

@@ -46,6 +46,7 @@ from fhirpathpy.models import models
 
 from adapter.errors import ArtefactLoadError
 from adapter.issue import RuleRef, Severity
+from adapter.policy.fastpath import FastFn, Unsupported, compile_fast
 from adapter.policy.vocab import CS, EXT, SD
 
 PolicySeverity = Literal["REJECT", "WARN", "INFO"]
@@ -98,6 +99,14 @@ def compile_fhirpath(expression: str, where: str) -> Compiled:
     return compiled
 
 
+def compile_fast_or_none(expression: str) -> FastFn | None:
+    """The fast evaluator for `expression`, or None when only fhirpathpy can run it."""
+    try:
+        return compile_fast(expand(expression))
+    except Unsupported:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Guard:
     """A FHIRPath precondition. Rules sharing a guard share one evaluation per resource."""
@@ -105,6 +114,13 @@ class Guard:
     key: str
     expression: str
     compiled: Compiled = field(compare=False, repr=False)
+    fast: FastFn | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, key: str, expression: str, where: str) -> Guard:
+        return cls(
+            key, expression, compile_fhirpath(expression, where), compile_fast_or_none(expression)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +145,7 @@ class Rule:
     #: "<pack>: <reason>" when a trust override changed this rule
     tuned_by: str | None = None
     compiled: Compiled | None = field(default=None, compare=False, repr=False)
+    fast: FastFn | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> RuleRef:
@@ -224,7 +241,7 @@ def _load_rule(
         guard = guards.get(when)
         if guard is None:
             composed = _compose(when, guards)
-            guard = Guard(composed, composed, compile_fhirpath(composed, f"{where}: {rule_id}"))
+            guard = Guard.build(composed, composed, f"{where}: {rule_id}")
     params = raw.get("params") or {}
     if not isinstance(params, dict):
         raise ArtefactLoadError(where, f"rule {rule_id}: params must be a mapping")
@@ -246,6 +263,7 @@ def _load_rule(
         guard=guard,
         overridable=bool(raw.get("overridable", False)),
         compiled=compile_fhirpath(str(expression), f"{where}: {rule_id}") if expression else None,
+        fast=compile_fast_or_none(str(expression)) if expression else None,
     )
 
 
@@ -294,7 +312,7 @@ def load_pack(directory: Path, *, on_demand: bool = False) -> RulePack:
                 where, f"file belongs to pack {doc.get('pack')!r}, not {name!r}"
             )
         guards = {
-            key: Guard(key, str(expr), compile_fhirpath(str(expr), f"{where}: guard {key}"))
+            key: Guard.build(key, str(expr), f"{where}: guard {key}")
             for key, expr in (doc.get("guards") or {}).items()
         }
         defaults = doc.get("defaults") or {}

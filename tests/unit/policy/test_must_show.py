@@ -28,19 +28,13 @@ def test_welsh_ctp_without_outcome_is_rejected_citing_the_code_of_practice() -> 
     ctp = _base("wales-measure/ctp.yaml")
     del ctp["contained"][1]["category"]
     result = ENGINE.evaluate_traced(ctp, ValidationContext(clock=CLOCK))
-    assert (
-        "wales-measure" in result.packs
-    )
-    assert (
-        "england-cmht" not in result.packs
-    )
+    assert "wales-measure" in result.packs
+    assert "england-cmht" not in result.packs
     [issue] = [i for i in result.issues if i.rule and i.rule.id == "W-CTP-07"]
     assert issue.severity == "error"
     assert has_blocking(result.issues)
     assert issue.rule is not None
-    assert issue.rule.citation.startswith(
-        "002_b5b903ed5658e1bd.txt:2623"
-    )
+    assert issue.rule.citation.startswith("002_b5b903ed5658e1bd.txt:2623")
     rendered = operation_outcome(result.issues)["issue"][0]
     assert rendered["details"]["coding"][0]["code"] == "W-CTP-07"
     assert "002_b5b903ed5658e1bd.txt" in rendered["diagnostics"]

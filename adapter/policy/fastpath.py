@@ -1,0 +1,481 @@
+"""A fast evaluator for the simple FHIRPath shapes the rule packs use, run straight over the JSON.
+
+fhirpathpy is exact but costs 0.1-1 ms per expression (it wraps every node and re-walks its
+tables); the packs hold hundreds of expressions, so that alone broke the 1 ms per resource budget.
+This module compiles fhirpathpy's own parse tree (so the grammar is the same) into closures for a
+subset: member paths with choice types (`value` -> `valueCoding`), `$this`, literals, `=` `!=` `in`
+`contains` `|` `<` `<=` `>` `>=`, `and` `or` `xor` `implies`, and exists/empty/count/where/all/
+not/first/ofType/extension/startsWith.
+
+Two ways out to fhirpathpy, so a result is never guessed:
+- `Unsupported` at compile time: the rule keeps only the fhirpathpy evaluator;
+- `Fallback` at run time, when data falls outside the subset's certain semantics (a primitive
+  carrying an `_element` extension, a date-like string compared, a complex value in `=`, a
+  non-boolean where a boolean is expected); the engine then asks fhirpathpy for that resource.
+
+tests/unit/policy/test_fastpath.py runs every rule and guard over every fixture through both paths
+and requires identical answers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+from fhirpathpy.parser import parse
+
+#: A compiled expression: the focus collection in, the result collection out.
+FastFn = Callable[[list[Any]], list[Any]]
+
+
+class Unsupported(Exception):
+    """The expression uses FHIRPath this module does not compile."""
+
+
+class Fallback(Exception):
+    """This data needs fhirpathpy's full semantics."""
+
+
+#: Type suffixes of R4 choice elements (`value[x]`, `occurrence[x]`, ...).
+FHIR_TYPES: Final = (  # noqa: SIM905  (a word list reads better than 50 quoted names)
+    "Base64Binary Boolean Canonical Code Date DateTime Decimal Id Instant Integer Markdown Oid "
+    "PositiveInt String Time UnsignedInt Uri Url Uuid Address Age Annotation Attachment "
+    "CodeableConcept Coding ContactPoint Count Distance Duration HumanName Identifier Money "
+    "Period Quantity Range Ratio Reference SampledData Signature Timing ContactDetail "
+    "Contributor DataRequirement Expression ParameterDefinition RelatedArtifact TriggerDefinition "
+    "UsageContext Dosage Meta"
+).split()
+_DATE_LIKE: Final = re.compile(r"^@?\d{4}(-\d\d)?")
+_OPS_EQ: Final = {"=", "!="}
+_OPS_CMP: Final = {"<", "<=", ">", ">="}
+
+
+def compile_fast(expression: str) -> FastFn:
+    """Raises Unsupported when the expression is outside the subset."""
+    try:
+        tree = parse(expression)  # type: ignore[no-untyped-call]  # fhirpathpy is untyped
+    except Exception as exc:  # fhirpathpy raises bare Exceptions on syntax errors
+        raise Unsupported(str(exc)) from exc
+    return _expr(tree["children"][0])
+
+
+def is_true(fn: FastFn, resource: Any) -> bool:
+    return fn([resource]) == [True]
+
+
+# -- data access -------------------------------------------------------------------------------
+def _member(items: list[Any], name: str) -> list[Any]:
+    out: list[Any] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if "_" + name in item:
+            raise Fallback(name)
+        value = item.get(name)
+        if value is None:
+            for suffix in FHIR_TYPES:
+                key = name + suffix
+                if key in item:
+                    if "_" + key in item:
+                        raise Fallback(key)
+                    value = item[key]
+                    break
+            else:
+                continue
+        if isinstance(value, list):
+            out.extend(v for v in value if v is not None)
+        else:
+            out.append(value)
+    return out
+
+
+def _root_member(name: str) -> FastFn:
+    """The first identifier of a path: a resource type selects the focus itself when it matches."""
+    if name[:1].isupper():
+
+        def typed(items: list[Any]) -> list[Any]:
+            return [i for i in items if isinstance(i, dict) and i.get("resourceType") == name]
+
+        return typed
+    return lambda items: _member(items, name)
+
+
+def _singleton_bool(result: list[Any]) -> bool | None:
+    if not result:
+        return None
+    if len(result) == 1 and isinstance(result[0], bool):
+        return result[0]
+    raise Fallback("not a boolean")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        raise Fallback("complex value compared")
+    if isinstance(value, str) and _DATE_LIKE.match(value):
+        raise Fallback("date-like value compared")
+    return value
+
+
+def _equal(a: Any, b: Any) -> bool:
+    a, b = _plain(a), _plain(b)
+    if isinstance(a, bool) or isinstance(b, bool):
+        if type(a) is not type(b):
+            raise Fallback("boolean compared with another type")
+        return bool(a == b)
+    if isinstance(a, str) != isinstance(b, str):
+        raise Fallback("string compared with a number")
+    return bool(a == b)
+
+
+# -- compilation -------------------------------------------------------------------------------
+def _identifier(node: dict[str, Any]) -> str:
+    text = str(node.get("text") or node["terminalNodeText"][0])
+    return text.strip("`")
+
+
+def _expr(node: dict[str, Any]) -> FastFn:
+    kind = node["type"]
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        raise Unsupported(kind)
+    return handler(node)
+
+
+def _term(node: dict[str, Any]) -> FastFn:
+    return _expr(node["children"][0])
+
+
+def _invocation_term(node: dict[str, Any]) -> FastFn:
+    inner = node["children"][0]
+    if inner["type"] == "MemberInvocation":
+        return _root_member(_identifier(inner["children"][0]))
+    if inner["type"] == "ThisInvocation":
+        return lambda items: items
+    if inner["type"] == "FunctionInvocation":
+        return _function(inner, lambda items: items)
+    raise Unsupported(inner["type"])
+
+
+def _invocation_expression(node: dict[str, Any]) -> FastFn:
+    left_node, right = node["children"]
+    if right["type"] == "MemberInvocation":
+        left = _expr(left_node)
+        name = _identifier(right["children"][0])
+        return lambda items: _member(left(items), name)
+    if right["type"] == "FunctionInvocation":
+        fused = _fuse_of_type(left_node, right)
+        if fused is not None:
+            return fused
+        return _function(right, _expr(left_node))
+    raise Unsupported(right["type"])
+
+
+def _function_parts(node: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    functn = node["children"][0]
+    name = _identifier(functn["children"][0])
+    params = functn["children"][1]["children"] if len(functn["children"]) > 1 else []
+    return name, params
+
+
+def _type_name(param: dict[str, Any]) -> str:
+    text = str(param.get("text", ""))
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", text):
+        raise Unsupported(f"type specifier {text!r}")
+    return text
+
+
+def _fuse_of_type(left_node: dict[str, Any], right: dict[str, Any]) -> FastFn | None:
+    """`value.ofType(Signature)` reads `valueSignature`: the JSON carries the type in the key."""
+    name, params = _function_parts(right)
+    if name != "ofType" or len(params) != 1:
+        return None
+    type_name = _type_name(params[0])
+    if type_name[:1].isupper() and type_name not in FHIR_TYPES:
+        return None  # a resource type: filtered by resourceType in _function
+    suffix = type_name[:1].upper() + type_name[1:]
+    if left_node["type"] == "InvocationExpression" and (
+        left_node["children"][1]["type"] == "MemberInvocation"
+    ):
+        base = _expr(left_node["children"][0])
+        key = _identifier(left_node["children"][1]["children"][0]) + suffix
+        return lambda items: _member(base(items), key)
+    if left_node["type"] == "TermExpression":
+        inner = left_node["children"][0]
+        if inner["type"] == "InvocationTerm" and inner["children"][0]["type"] == "MemberInvocation":
+            key = _identifier(inner["children"][0]["children"][0]) + suffix
+            return lambda items: _member(items, key)
+    raise Unsupported("ofType of a non-member")
+
+
+def _string_literal_param(params: list[dict[str, Any]]) -> str:
+    if len(params) != 1:
+        raise Unsupported("one string parameter expected")
+    value = _literal_value(params[0])
+    if not isinstance(value, str):
+        raise Unsupported("string literal parameter expected")
+    return value
+
+
+def _literal_value(node: dict[str, Any]) -> Any:
+    if node["type"] == "TermExpression" and node["children"][0]["type"] == "LiteralTerm":
+        result = _literal(node["children"][0])([])
+        return result[0] if result else None
+    raise Unsupported("parameter is not a literal")
+
+
+def _function(node: dict[str, Any], base: FastFn) -> FastFn:
+    name, params = _function_parts(node)
+    if name == "exists":
+        if not params:
+            return lambda items: [bool(base(items))]
+        crit = _expr(params[0])
+        return lambda items: [any(_keep(crit, i) for i in base(items))]
+    if name == "empty" and not params:
+        return lambda items: [not base(items)]
+    if name == "count" and not params:
+        return lambda items: [len(base(items))]
+    if name == "first" and not params:
+        return lambda items: base(items)[:1]
+    if name == "where" and len(params) == 1:
+        crit = _expr(params[0])
+        return lambda items: [i for i in base(items) if _keep(crit, i)]
+    if name == "all" and len(params) == 1:
+        crit = _expr(params[0])
+        return lambda items: [all(_all_holds(crit, i) for i in base(items))]
+    if name == "not" and not params:
+
+        def negate(items: list[Any]) -> list[Any]:
+            value = _singleton_bool(base(items))
+            return [] if value is None else [not value]
+
+        return negate
+    if name == "ofType" and len(params) == 1:
+        type_name = _type_name(params[0])
+        if not type_name[:1].isupper() or type_name in FHIR_TYPES:
+            raise Unsupported("ofType of a data type outside a member path")
+        return lambda items: [
+            i for i in base(items) if isinstance(i, dict) and i.get("resourceType") == type_name
+        ]
+    if name == "extension":
+        url = _string_literal_param(params)
+
+        def extension(items: list[Any]) -> list[Any]:
+            found = base(items)
+            if any(not isinstance(i, dict) for i in found):
+                raise Fallback("extension on a primitive")
+            return [e for i in found for e in i.get("extension") or [] if e.get("url") == url]
+
+        return extension
+    if name == "startsWith":
+        prefix = _string_literal_param(params)
+
+        def starts_with(items: list[Any]) -> list[Any]:
+            found = base(items)
+            if not found:
+                return []
+            if len(found) > 1 or not isinstance(found[0], str):
+                raise Fallback("startsWith on a non-string")
+            return [found[0].startswith(prefix)]
+
+        return starts_with
+    raise Unsupported(f"function {name}")
+
+
+def _keep(crit: FastFn, item: Any) -> bool:
+    result = crit([item])
+    if not result:
+        return False
+    if isinstance(result[0], bool):
+        return result[0]
+    raise Fallback("where criterion is not boolean")
+
+
+def _all_holds(crit: FastFn, item: Any) -> bool:
+    result = crit([item])
+    if result == [True]:
+        return True
+    if result == [] or result == [False]:
+        return False
+    raise Fallback("all criterion is not boolean")
+
+
+def _literal(node: dict[str, Any]) -> FastFn:
+    inner = node["children"][0] if node.get("children") else None
+    if inner is None:
+        raise Unsupported("literal")
+    kind, text = inner["type"], str(inner.get("text", ""))
+    value: Any
+    if kind == "StringLiteral":
+        value = text[1:-1].replace("\\'", "'").replace('\\"', '"').replace("\\\\", "\\")
+        if "\\" in value:
+            raise Unsupported("escape in string literal")
+    elif kind == "BooleanLiteral":
+        value = text == "true"
+    elif kind == "NumberLiteral" and re.fullmatch(r"\d+", text):
+        value = int(text)
+    elif kind == "NullLiteral":
+        return lambda _items: []
+    else:
+        raise Unsupported(kind)
+    constant = [value]
+    return lambda _items: constant
+
+
+def _parenthesized(node: dict[str, Any]) -> FastFn:
+    return _expr(node["children"][0])
+
+
+def _op(node: dict[str, Any]) -> str:
+    return str(node["terminalNodeText"][0])
+
+
+def _equality(node: dict[str, Any]) -> FastFn:
+    op = _op(node)
+    if op not in _OPS_EQ:
+        raise Unsupported(op)
+    left, right = (_expr(c) for c in node["children"])
+    negate = op == "!="
+
+    def equal(items: list[Any]) -> list[Any]:
+        a, b = left(items), right(items)
+        if not a or not b:
+            return []
+        if len(a) != len(b):
+            return [negate]
+        same = all(_equal(x, y) for x, y in zip(a, b, strict=True))
+        return [same != negate]
+
+    return equal
+
+
+def _inequality(node: dict[str, Any]) -> FastFn:
+    op = _op(node)
+    if op not in _OPS_CMP:
+        raise Unsupported(op)
+    left, right = (_expr(c) for c in node["children"])
+
+    def compare(items: list[Any]) -> list[Any]:
+        a, b = left(items), right(items)
+        if not a or not b:
+            return []
+        if len(a) != 1 or len(b) != 1:
+            raise Fallback("comparison of collections")
+        x, y = a[0], b[0]
+        if isinstance(x, bool) or isinstance(y, bool):
+            raise Fallback("comparison of booleans")
+        if not (isinstance(x, int | float) and isinstance(y, int | float)):
+            raise Fallback("comparison of non-numbers")
+        return [{"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]]
+
+    return compare
+
+
+def _membership(node: dict[str, Any]) -> FastFn:
+    op = _op(node)
+    left, right = (_expr(c) for c in node["children"])
+    if op == "contains":
+        left, right = right, left
+    elif op != "in":
+        raise Unsupported(op)
+
+    def member(items: list[Any]) -> list[Any]:
+        a = left(items)
+        if not a:
+            return []
+        if len(a) > 1:
+            raise Fallback("membership of a collection")
+        return [any(_equal(a[0], b) for b in right(items))]
+
+    return member
+
+
+def _union(node: dict[str, Any]) -> FastFn:
+    left, right = (_expr(c) for c in node["children"])
+
+    def union(items: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for value in (*left(items), *right(items)):
+            if isinstance(value, dict | list):
+                raise Fallback("union of complex values")
+            if not any(type(value) is type(o) and value == o for o in out):
+                out.append(value)
+        return out
+
+    return union
+
+
+def _logic(node: dict[str, Any]) -> FastFn:
+    op = _op(node)
+    left, right = (_expr(c) for c in node["children"])
+    combine = _COMBINE.get(op)
+    if combine is None:
+        raise Unsupported(op)
+
+    def logic(items: list[Any]) -> list[Any]:
+        result = combine(_singleton_bool(left(items)), lambda: _singleton_bool(right(items)))
+        return [] if result is None else [result]
+
+    return logic
+
+
+Lazy = Callable[[], bool | None]
+
+
+def _and(a: bool | None, b: Lazy) -> bool | None:
+    if a is False:
+        return False
+    rb = b()
+    if rb is False:
+        return False
+    return True if a is True and rb is True else None
+
+
+def _or(a: bool | None, b: Lazy) -> bool | None:
+    if a is True:
+        return True
+    rb = b()
+    if rb is True:
+        return True
+    return False if a is False and rb is False else None
+
+
+def _xor(a: bool | None, b: Lazy) -> bool | None:
+    rb = b()
+    if a is None or rb is None:
+        return None
+    return a != rb
+
+
+def _implies(a: bool | None, b: Lazy) -> bool | None:
+    if a is False:
+        return True
+    rb = b()
+    if rb is True:
+        return True
+    if a is None:
+        return None
+    return rb
+
+
+_COMBINE: Final[dict[str, Callable[[bool | None, Lazy], bool | None]]] = {
+    "and": _and,
+    "or": _or,
+    "xor": _xor,
+    "implies": _implies,
+}
+
+_HANDLERS: Final[dict[str, Callable[[dict[str, Any]], FastFn]]] = {
+    "TermExpression": _term,
+    "InvocationTerm": _invocation_term,
+    "InvocationExpression": _invocation_expression,
+    "LiteralTerm": _literal,
+    "ParenthesizedTerm": _parenthesized,
+    "EqualityExpression": _equality,
+    "InequalityExpression": _inequality,
+    "MembershipExpression": _membership,
+    "UnionExpression": _union,
+    "AndExpression": _logic,
+    "OrExpression": _logic,
+    "ImpliesExpression": _logic,
+}

@@ -1,0 +1,178 @@
+"""The fast FHIRPath evaluator never disagrees with fhirpathpy, and a faulty rule never raises."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapter.clock import FixedClock
+from adapter.context import ValidationContext
+from adapter.fhir import jsonio
+from adapter.issue import has_blocking
+from adapter.outcome import operation_outcome
+from adapter.policy import PolicyEngine, load_packs
+from adapter.policy.fastpath import Fallback, Unsupported, compile_fast
+from adapter.policy.rulepack import Guard, Rule, compile_fhirpath, expand, load_pack
+from adapter.policy.scenarios import load_all
+
+ROOT = Path(__file__).resolve().parents[3]
+POLICY = ROOT / "profiles" / "policy"
+PACKS = [load_pack(d) for d in sorted(POLICY.iterdir()) if (d / "pack.yaml").exists()]
+RULES = [r for p in PACKS for r in p.rules]
+SCENARIOS = load_all(ROOT / "fixtures" / "policy")
+
+
+def _subjects() -> list[dict[str, Any]]:
+    """Every resource the fixtures hold: the scenario resources, their Bundles and previous
+    versions, and every contained resource (rules and guards run against all of them)."""
+    out: list[dict[str, Any]] = []
+    for s in SCENARIOS:
+        for res in (s.resource, *s.bundle, *([s.previous] if s.previous else [])):
+            out.append(res)
+            out.extend(c for c in res.get("contained") or [] if isinstance(c, dict))
+    return out
+
+
+SUBJECTS = _subjects()
+
+
+def _expressions() -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for rule in RULES:
+        if rule.expression:
+            seen.setdefault(rule.expression, rule.id)
+        if rule.guard is not None:
+            seen.setdefault(rule.guard.expression, f"{rule.id} (guard)")
+    return [(label, expr) for expr, label in seen.items()]
+
+
+EXPRESSIONS = _expressions()
+
+
+def test_every_pack_expression_compiles_to_the_fast_path() -> None:
+    slow_only = []
+    for label, expression in EXPRESSIONS:
+        try:
+            compile_fast(expand(expression))
+        except Unsupported as exc:
+            slow_only.append(f"{label}: {exc}")
+    assert slow_only == []
+
+
+@pytest.mark.parametrize(("label", "expression"), EXPRESSIONS, ids=[e[0] for e in EXPRESSIONS])
+def test_fast_path_agrees_with_fhirpathpy_on_every_fixture(label: str, expression: str) -> None:
+    fast = compile_fast(expand(expression))
+    slow = compile_fhirpath(expression, label)
+    fell_back = 0
+    for subject in SUBJECTS:
+        if subject.get("resourceType") is None:
+            continue
+        try:
+            got = fast([subject])
+        except Fallback:
+            fell_back += 1
+            continue
+        want = slow(jsonio.to_plain(subject))
+        assert got == want, f"{label} on {subject.get('resourceType')}/{subject.get('id')}"
+    assert fell_back < len(SUBJECTS), f"{label} always falls back to fhirpathpy"
+
+
+@pytest.mark.parametrize(
+    ("expression", "resource", "expected"),
+    [
+        ("a.b.exists()", {"a": [{"b": 1}, {}]}, [True]),
+        ("a.b.count() >= 2", {"a": [{"b": 1}, {"b": 2}]}, [True]),
+        ("status = 'x'", {"status": "y"}, [False]),
+        ("status = 'x'", {}, []),
+        ("status != 'x'", {"status": "y"}, [True]),
+        ("code in ('a' | 'b')", {"code": "b"}, [True]),
+        ("code in ('a' | 'b')", {}, []),
+        ("x.where(y = 'k').exists()", {"x": [{"y": "k"}, {"y": "j"}]}, [True]),
+        ("x.all(y.exists())", {"x": [{"y": 1}, {}]}, [False]),
+        ("x.all(y.exists())", {}, [True]),
+        ("a.exists() implies b.exists()", {}, [True]),
+        ("a.exists() and b.exists()", {"a": 1}, [False]),
+        ("a = 'q' and b = 'r'", {"a": "q"}, []),
+        ("a = 'q' or b = 'r'", {"a": "q"}, [True]),
+        ("a = 'q' implies b = 'r'", {"a": "q"}, []),
+        (
+            "extension('u').value.code = 'c'",
+            {"extension": [{"url": "u", "valueCoding": {"code": "c"}}]},
+            [True],
+        ),
+        (
+            "extension('u').value.ofType(Signature).when.exists()",
+            {"extension": [{"url": "u", "valueSignature": {"when": "2026"}}]},
+            [True],
+        ),
+        (
+            "contained.ofType(Goal).count()",
+            {"contained": [{"resourceType": "Goal"}, {"resourceType": "CareTeam"}]},
+            [1],
+        ),
+        ("language.startsWith('cy')", {"language": "cy-GB"}, [True]),
+        ("flag.not()", {"flag": False}, [True]),
+        ("CarePlan.status = 'active'", {"resourceType": "CarePlan", "status": "active"}, [True]),
+        ("Goal.status.exists()", {"resourceType": "CarePlan", "status": "active"}, [False]),
+    ],
+)
+def test_fast_path_semantics_match_fhirpathpy(
+    expression: str, resource: dict[str, Any], expected: list[Any]
+) -> None:
+    assert compile_fast(expression)([resource]) == expected
+    assert compile_fhirpath(expression, "test")(resource) == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "resource"),
+    [
+        ("birthDate.exists()", {"_birthDate": {"extension": []}}),
+        ("created = '2026-01-01'", {"created": "2026-01-01"}),
+        ("a = b", {"a": {"x": 1}, "b": {"x": 1}}),
+        ("a.where(b)", {"a": [{"b": "text"}]}),
+    ],
+)
+def test_data_outside_the_subset_falls_back(expression: str, resource: dict[str, Any]) -> None:
+    with pytest.raises(Fallback):
+        compile_fast(expression)([resource])
+
+
+def test_unsupported_expression_is_left_to_fhirpathpy() -> None:
+    with pytest.raises(Unsupported):
+        compile_fast("a.select(b).distinct()")
+
+
+def test_a_rule_that_raises_becomes_an_exception_issue_naming_it() -> None:
+    """The pipeline evaluates policy on every write; a faulty rule must not turn into a 500."""
+    engine = PolicyEngine(load_packs(POLICY, ["england-cmht"]))
+    referral = next(s for s in SCENARIOS if s.id == "england-cmht/referral::valid-urgent")
+    ctx = ValidationContext(clock=FixedClock(referral.now))
+    assert engine.evaluate(referral.resource, ctx) == []
+
+    def boom(*_args: Any) -> list[Any]:
+        raise RuntimeError("Mrs Example's data")
+
+    broken: Rule = replace(engine.rule("S000-REF-URG-01"), fast=boom, compiled=boom)  # type: ignore[arg-type]
+    bad_guard = Guard("broken", "broken", boom, boom)
+    guarded: Rule = replace(engine.rule("LPT-CMHT-REF-04-CODES"), guard=bad_guard)  # type: ignore[arg-type]
+    names = engine.select_packs(referral.resource, ctx)
+    index = engine._rules_for(names)
+    index["ServiceRequest"] = tuple(
+        {"S000-REF-URG-01": broken, "LPT-CMHT-REF-04-CODES": guarded}.get(r.id, r)
+        for r in index["ServiceRequest"]
+    )
+    issues = engine.evaluate(referral.resource, ctx)
+    assert [(i.rule.id if i.rule else None, i.code, i.severity) for i in issues] == [
+        ("S000-REF-URG-01", "exception", "error"),
+        ("LPT-CMHT-REF-04-CODES", "exception", "error"),
+    ]
+    assert has_blocking(issues)
+    assert issues[0].expression == "ServiceRequest.priority"
+    assert issues[0].diagnostics == "rule-error=RuntimeError"
+    rendered = operation_outcome(issues)["issue"][0]
+    assert rendered["code"] == "exception"
+    assert rendered["details"]["coding"][0]["code"] == "S000-REF-URG-01"
+    assert "Mrs Example" not in str(operation_outcome(issues))
