@@ -185,3 +185,18 @@ def test_unknown_profile_of_ours_is_an_error(validator):
     p = patient([{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9449305552"}])
     p["meta"]["profile"] = [f"{BASE}/StructureDefinition/Nope"]
     assert errors(validator, p) == [("not-found", "Patient.meta.profile")]
+
+
+def test_every_artefact_in_profiles_is_itself_valid_r4(validator):
+    import json
+    from pathlib import Path
+
+    from adapter.fhir.parse import structural_issues
+
+    folders = ["structure-definitions", "value-sets", "code-systems", "questionnaires"]
+    paths = [p for f in folders for p in sorted((validator.profiles_dir / f).glob("*.json"))]
+    assert len(paths) >= 26
+    for path in paths:
+        res = json.loads(Path(path).read_text(encoding="utf-8"))
+        found = structural_issues(res) + validator.validate(res, ValidationContext())
+        assert [i for i in found if i.is_blocking] == [], path.name
