@@ -49,7 +49,12 @@ def referral_bundle(
                         "system": "http://snomed.info/sct",
                         "code": "3457005",
                         "display": "Patient referral",
-                    }
+                    },
+                    {
+                        "system": "https://fhir.cmh-adapter.example/CodeSystem/referral-type",
+                        "code": "cmht-referral",
+                        "display": "Referral to a community mental health team",
+                    },
                 ]
             }
         ],
@@ -62,6 +67,16 @@ def referral_bundle(
                 }
             ]
         },
+        "extension": [
+            {
+                "url": "https://fhir.cmh-adapter.example/StructureDefinition/referral-source",
+                "valueCoding": {
+                    "system": "https://fhir.cmh-adapter.example/CodeSystem/referral-source",
+                    "code": "gp",
+                    "display": "General practitioner",
+                },
+            }
+        ],
         "subject": {"reference": pat},
         "requester": {"reference": role},
         "authoredOn": "2026-11-20T10:00:00+00:00",
@@ -76,7 +91,16 @@ def referral_bundle(
                 ]
             }
         ],
-        "performerType": {"text": "Community mental health team"},
+        "performerType": {
+            "coding": [
+                {
+                    "system": "https://fhir.cmh-adapter.example/CodeSystem/mhsds-team-type",
+                    "code": "A06",
+                    "display": "Community Mental Health Team - Functional",
+                }
+            ],
+            "text": "Community mental health team",
+        },
     }
     if priority is not None:
         service_request["priority"] = priority
