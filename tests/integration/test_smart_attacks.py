@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures are imported from test_smart_harness)
 """The attack suite: forged, stale and misdirected tokens, and patient/ scopes reaching elsewhere.
 
 Each is refused with 401 (authentication) or 403 (authorisation) and an OperationOutcome.
@@ -21,8 +22,8 @@ from tests.integration.test_smart_harness import (  # noqa: F401 - fixtures
     app_launch,
     bearer,
     live,
-    post_referral,
     register_app,
+    seed_referral,
     sqlite_settings,
     system_token,
 )
@@ -165,9 +166,9 @@ def test_scope_escalation_read_token_cannot_write_or_read_other_types(live):
 # --- cross-patient access with a patient/ scope ---------------------------------------------------
 @pytest.fixture
 def two_patients(live):
-    admin = system_token(live)
-    a = post_referral(live, admin, "9990000018", ubrn="ref-a")
-    b = post_referral(live, admin, "9990000026", ubrn="ref-b", practice_ods="Y54321")
+    system_token(live)
+    a = seed_referral(live, "9990000018")
+    b = seed_referral(live, "9990000026", "Y54321")
     register_app(live, "pat-app", scope="launch/patient openid fhirUser patient/*.cruds")
     live.smart.auth.dev_patient = a["Patient"]
     r = app_launch(live, "pat-app", "launch/patient openid fhirUser patient/*.cruds")

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures are imported from test_smart_harness)
 """SMART Backend Services (Inferno backend_services_authorization) and the CLI-registered client."""
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from adapter.auth.service import SmartServices, build_smart_services
 from adapter.auth.settings import AuthSettings
 from adapter.settings import Settings
 from adapter.wiring import build_services
-from tests.support.referrals import referral_bundle
+from tests.support.referrals import NHS, referral_bundle
 
 pytestmark = pytest.mark.integration
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -172,6 +172,33 @@ def post_referral(live: LiveServer, token: str, nhs: str = "9990000018", **kwarg
     assert r.status_code == 200, r.text
     locations = [e["response"]["location"] for e in r.json()["entry"]]
     return {loc.split("/")[0]: loc.split("/")[1] for loc in locations}
+
+
+def seed_referral(live: LiveServer, nhs: str = "9990000018", ods: str = "Y12345") -> dict:
+    """Test data written straight to the store (not through policy), so that the auth tests do not
+    depend on the clinical rule packs: a Patient, a PractitionerRole and a ServiceRequest."""
+    repo = live.app.state.services.repo  # type: ignore[attr-defined]
+    patient = repo.create(
+        {"resourceType": "Patient", "identifier": [{"system": NHS, "value": nhs}]}
+    )
+    role = repo.create(
+        {
+            "resourceType": "PractitionerRole",
+            "identifier": [
+                {"system": "https://fhir.nhs.uk/Id/sds-role-profile-id", "value": f"role-{ods}"}
+            ],
+        }
+    )
+    sr = repo.create(
+        {
+            "resourceType": "ServiceRequest",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": f"Patient/{patient.id}"},
+            "requester": {"reference": f"PractitionerRole/{role.id}"},
+        }
+    )
+    return {"Patient": patient.id, "PractitionerRole": role.id, "ServiceRequest": sr.id}
 
 
 def register_app(
