@@ -313,7 +313,12 @@ class Pipeline:
         )
 
     def _parse_entries(self, bundle: JsonObject) -> list[_Entry]:
-        structural = structural_issues(bundle)
+        # The Bundle shell only: every entry's resource is parsed once, later, in `judge`.
+        shell = {**bundle, "entry": [
+            {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
+            for e in bundle.get("entry") or []
+        ]} if isinstance(bundle.get("entry"), list) else bundle
+        structural = structural_issues(shell)
         if has_blocking(structural):
             raise InputError(structural)
         entries: list[_Entry] = []

@@ -13,13 +13,17 @@ ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
 
 
 def nhs_number(n: int) -> str:
-    """The n-th valid 999-range test NHS number (skips prefixes with no valid check digit)."""
-    i = n
-    while True:
-        candidate = nhs_number_with_check_digit(f"999{i:06d}")
+    """The n-th valid 999-range test NHS number (prefixes with no valid check digit are skipped)."""
+    while len(_VALID) <= n:
+        candidate = nhs_number_with_check_digit(f"999{_NEXT[0]:06d}")
+        _NEXT[0] += 1
         if candidate:
-            return candidate
-        i += 1_000_003  # jump to another prefix; deterministic
+            _VALID.append(candidate)
+    return _VALID[n]
+
+
+_VALID: list[str] = []
+_NEXT = [0]
 
 
 def referral_bundle(
