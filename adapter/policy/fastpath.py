@@ -5,7 +5,7 @@ tables); the packs hold hundreds of expressions, so that alone broke the 1 ms pe
 This module compiles fhirpathpy's own parse tree (so the grammar is the same) into closures for a
 subset: member paths with choice types (`value` -> `valueCoding`), `$this`, literals, `=` `!=` `in`
 `contains` `|` `<` `<=` `>` `>=`, `and` `or` `xor` `implies`, and exists/empty/count/where/all/
-not/first/ofType/extension/startsWith.
+not/first/ofType/extension/startsWith/endsWith.
 
 Two ways out to fhirpathpy, so a result is never guessed:
 - `Unsupported` at compile time: the rule keeps only the fhirpathpy evaluator;
@@ -267,18 +267,20 @@ def _function(node: dict[str, Any], base: FastFn) -> FastFn:
             return [e for i in found for e in i.get("extension") or [] if e.get("url") == url]
 
         return extension
-    if name == "startsWith":
-        prefix = _string_literal_param(params)
+    if name in ("startsWith", "endsWith"):
+        affix = _string_literal_param(params)
+        at_start = name == "startsWith"
 
-        def starts_with(items: list[Any]) -> list[Any]:
+        def affixed(items: list[Any]) -> list[Any]:
             found = base(items)
             if not found:
                 return []
             if len(found) > 1 or not isinstance(found[0], str):
-                raise Fallback("startsWith on a non-string")
-            return [found[0].startswith(prefix)]
+                raise Fallback(f"{name} on a non-string")
+            text = found[0]
+            return [text.startswith(affix) if at_start else text.endswith(affix)]
 
-        return starts_with
+        return affixed
     raise Unsupported(f"function {name}")
 
 
