@@ -37,10 +37,15 @@ def worker_for(repo, handler, attempts=3):
     return DeliveryWorker(repo.outbox, client, policy=RetryPolicy(attempts, 0.0, 0.0), breaker=repo.breaker)
 
 
-def test_write_and_outbox_message_commit_together_or_not_at_all(repo):
-    with pytest.raises(RuntimeError), repo.unit_of_work() as uow:
+def _write_then_fail(repo):
+    with repo.unit_of_work() as uow:
         uow.create(PATIENT, id="p1")
         raise RuntimeError("pipeline failed after the write")
+
+
+def test_write_and_outbox_message_commit_together_or_not_at_all(repo):
+    with pytest.raises(RuntimeError):
+        _write_then_fail(repo)
     assert repo.count("Patient") == 0
     assert repo.outbox.status()["pending"] == 0
     repo.create(PATIENT, id="p2")
