@@ -20,6 +20,7 @@ Shared by the parametrised tests, the coverage generator and `adapter policy exp
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,7 +79,8 @@ class Scenario:
 
 
 def _steps(path: str) -> list[str]:
-    return [s for s in path.replace("[", ".[").split(".") if s]
+    """`a.b[0].c[url=http://x.y/z]` -> a, b, [0], c, [url=http://x.y/z] (dots inside [] kept)."""
+    return re.findall(r"\[[^\]]*\]|[^.\[]+", path)
 
 
 def _select(node: Any, step: str) -> tuple[Any, Any]:
