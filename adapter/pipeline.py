@@ -66,6 +66,7 @@ class _Entry:
     target_type: str | None = None
     target_id: str | None = None
     skip_create: StoredResource | None = None  # conditional create matched
+    conditional: str | None = None  # `PUT Type?criteria` (conditional update)
     issues: list[Issue] = field(default_factory=list)
 
 
@@ -278,6 +279,9 @@ class Pipeline:
         structural, judged = self.judge(resource, ctx)
         self._raise_if_blocking(structural, judged)
         with self.repo.unit_of_work() as uow:
+            unchanged = _unchanged_current(uow, resource, if_match)
+            if unchanged is not None:
+                return WriteResult(unchanged, created=False, issues=info + judged, status=200)
             stored, created = uow.update(resource, if_match=if_match)
             prov = self._provenance_for(stored.resource, judged, ctx)
             if prov is not None:
@@ -314,10 +318,17 @@ class Pipeline:
 
     def _parse_entries(self, bundle: JsonObject) -> list[_Entry]:
         # The Bundle shell only: every entry's resource is parsed once, later, in `judge`.
-        shell = {**bundle, "entry": [
-            {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
-            for e in bundle.get("entry") or []
-        ]} if isinstance(bundle.get("entry"), list) else bundle
+        shell = (
+            {
+                **bundle,
+                "entry": [
+                    {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
+                    for e in bundle.get("entry") or []
+                ],
+            }
+            if isinstance(bundle.get("entry"), list)
+            else bundle
+        )
         structural = structural_issues(shell)
         if has_blocking(structural):
             raise InputError(structural)
@@ -380,12 +391,14 @@ class Pipeline:
             elif method in ("PUT", "DELETE", "GET"):
                 if len(parts) >= 2 and method != "GET":
                     entry.target_type, entry.target_id = parts[0], parts[1]
+                elif method == "PUT" and len(parts) == 1 and "?" in url:
+                    entry.target_type, entry.conditional = parts[0], url.split("?", 1)[1]
                 elif method != "GET":
                     issues.append(
                         Issue(
                             "error",
                             "not-supported",
-                            "Conditional update/delete in a Bundle is not supported; use Type/id",
+                            "Conditional delete in a Bundle is not supported; use Type/id",
                             expression=f"{where}.request.url",
                         )
                     )
@@ -436,6 +449,28 @@ class Pipeline:
                     e.target_id = _new_id()
                 e.resource["id"] = e.target_id
             elif e.method == "PUT" and e.resource is not None:
+                if e.conditional is not None:
+                    # R4 conditional update: one match -> update it; none -> create; several -> 412
+                    try:
+                        match = find_one_or_none(
+                            self.repo, str(e.target_type), parse_query_string(e.conditional).params
+                        )
+                    except AdapterError as exc:
+                        raise type(exc)(
+                            [x.rebased(f"Bundle.entry[{e.index}].request.url") for x in exc.issues]
+                        ) from exc
+                    if e.resource.get("id") not in (None, match.id if match else None):
+                        raise InputError(
+                            [
+                                Issue(
+                                    "error",
+                                    "invalid",
+                                    "Resource id does not match the conditional update's match",
+                                    expression=f"Bundle.entry[{e.index}].resource.id",
+                                )
+                            ]
+                        )
+                    e.target_id = match.id if match is not None else _new_id()
                 e.resource["id"] = e.target_id
             if e.full_url and e.target_type and e.target_id:
                 mapping[e.full_url] = f"{e.target_type}/{e.target_id}"
@@ -463,6 +498,11 @@ class Pipeline:
                 continue
             ctx.entry_index = e.index
             ctx.mode = "update" if e.method == "PUT" else "create"
+            ctx.previous = (
+                self._store_lookup(self.repo)(str(e.target_type), str(e.target_id))
+                if e.method == "PUT"
+                else None
+            )
             structural, judged = self.judge(e.resource, ctx)
             prefix = f"Bundle.entry[{e.index}].resource"
             structural_all += [x.rebased(prefix) for x in structural]
@@ -514,6 +554,9 @@ class Pipeline:
             self._store_provenance(uow, stored, judged, ctx)
             return self._entry_response(stored, "201 Created", outcome)
         if e.method == "PUT" and e.resource is not None:
+            unchanged = _unchanged_current(uow, e.resource, e.if_match)
+            if unchanged is not None:
+                return self._entry_response(unchanged, "200 OK", outcome)
             stored, created = uow.update(e.resource, if_match=e.if_match)
             self._store_provenance(uow, stored, judged, ctx)
             return self._entry_response(stored, "201 Created" if created else "200 OK", outcome)
@@ -586,6 +629,32 @@ class Pipeline:
                     }
                 )
         return {"resourceType": "Bundle", "id": _new_id(), "type": "batch-response", "entry": out}
+
+
+def _without_meta(resource: JsonObject) -> JsonObject:
+    out = dict(resource)
+    meta = out.pop("meta", None)
+    if isinstance(meta, dict):
+        rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        if rest:
+            out["meta"] = rest
+    return out
+
+
+def _unchanged_current(
+    repo: Repository, resource: JsonObject, if_match: int | None
+) -> StoredResource | None:
+    """The current version when an update would change nothing (a no-op, as HAPI does): re-sent
+    feeds then add no versions. A stale If-Match is still a 412, so this answers None then."""
+    try:
+        current = repo.read(str(resource["resourceType"]), str(resource["id"]))
+    except (NotFound, Gone):
+        return None
+    if if_match is not None and if_match != current.version_id:
+        return None
+    if _without_meta(current.resource) == _without_meta(resource):
+        return current
+    return None
 
 
 def _reindex(issue: Issue, index: int) -> Issue:
