@@ -120,7 +120,7 @@ def token(
     key: Annotated[
         Path | None, typer.Option(help="Private JWK file; default: the demo key")
     ] = None,
-    scope: Annotated[str, typer.Option()] = "system/ServiceRequest.cruds system/Patient.cruds",
+    scope: Annotated[str, typer.Option()] = "system/*.rs system/*.c system/*.u",
 ) -> None:
     """Get a backend-services access token (client_credentials + private_key_jwt); prints it."""
     import httpx
@@ -133,7 +133,7 @@ def token(
     if not path.exists():
         console.print(f"[red]{path} does not exist; run `adapter clients demo` first[/red]")
         raise typer.Exit(1)
-    private = load_or_create_private_jwk(path)
+    private = load_or_create_private_jwk(path, alg="RS384")
     token_url = f"{base_url.rstrip('/')}/auth/token"
     assertion = client_assertion(
         private, client_id=client_id or auth.demo_client_id, token_url=token_url

@@ -46,7 +46,7 @@ def client_assertion(
 
 def demo_key(path: Path) -> RSAKey | ECKey:
     """The demo backend client's private key, generated on first run (RSA; signs RS384)."""
-    key = load_or_create_private_jwk(path)
+    key = load_or_create_private_jwk(path, alg="RS384")
     return key
 
 

@@ -22,8 +22,13 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 
 
-def load_or_create_private_jwk(path: Path, *, kind: str = "RSA") -> RSAKey | ECKey:
-    """Reads a private JWK from `path`, or generates one there (RSA 2048 or EC P-384)."""
+def load_or_create_private_jwk(
+    path: Path, *, kind: str = "RSA", alg: str | None = None
+) -> RSAKey | ECKey:
+    """Reads a private JWK from `path`, or generates one there (RSA 2048 or EC P-384).
+
+    `alg` is stamped into a new key (RS256 for the server, RS384 for a SMART client by default).
+    """
     if not path.exists():
         key: RSAKey | ECKey
         if kind == "EC":
@@ -32,7 +37,7 @@ def load_or_create_private_jwk(path: Path, *, kind: str = "RSA") -> RSAKey | ECK
             key = RSAKey.generate_key(2048, private=True)
         data = key.as_dict(private=True)
         data["kid"] = key.thumbprint()
-        data["alg"] = "ES384" if kind == "EC" else "RS256"
+        data["alg"] = alg or ("ES384" if kind == "EC" else "RS256")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
