@@ -198,6 +198,15 @@ def authorize_bundle(grant: SmartGrant, bundle: JsonObject, lookup: Lookup) -> N
                     grant, "update", _with_id(resource, parts), expression=f"{where}.resource"
                 )
                 _check_existing(grant, "update", parts, lookup, where)
+                if len(parts) < 2 and any(
+                    r.context == "patient" or r.constraints
+                    for r in grant.rules_for("u", str(resource.get("resourceType")))
+                ):
+                    # the match of a conditional update is unknown until the pipeline runs
+                    raise _forbidden(
+                        "Conditional update needs Type/id with patient/ or constrained scopes",
+                        f"{where}.request.url",
+                    )
             elif method == "DELETE":
                 _check_existing(grant, "delete", parts, lookup, where, required=True)
             elif method == "GET" and len(parts) >= 2:

@@ -119,3 +119,20 @@ def test_authorize_bundle_checks_every_entry_and_reports_each():
         "Bundle.entry[3].request.url",
     ]
     authorize_bundle(SmartGrant.from_scope_string("system/*.cruds"), bundle, lambda t, i: None)
+
+
+def test_conditional_update_in_a_bundle_is_refused_for_patient_scopes():
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": dict(SR_A),
+                "request": {"method": "PUT", "url": "ServiceRequest?identifier=x|1"},
+            },
+        ],
+    }
+    with pytest.raises(Forbidden) as info:
+        authorize_bundle(patient_grant(), bundle, lambda t, i: None)
+    assert info.value.issues[0].expression == "Bundle.entry[0].request.url"
+    authorize_bundle(SmartGrant.from_scope_string("system/*.cruds"), bundle, lambda t, i: None)
