@@ -78,7 +78,9 @@ def replay(dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id")]
 
 @app.command()
 def purge(
-    older_than_hours: Annotated[float, typer.Option(help="Delivered messages older than this")] = 24.0,
+    older_than_hours: Annotated[
+        float, typer.Option(help="Delivered messages older than this")
+    ] = 24.0,
 ) -> None:
     """Delete delivered messages and replayed dead letters. Pending work and open dead letters stay."""
     count = _outbox(Settings()).purge(timedelta(hours=older_than_hours))
@@ -98,10 +100,16 @@ def work(
     settings = Settings()
     outbox = _outbox(settings)
     worker = DeliveryWorker(
-        outbox, AsyncFhirClient.from_settings(settings),
-        policy=RetryPolicy(settings.outbox_max_attempts, settings.outbox_backoff_base_seconds,
-                           settings.outbox_backoff_max_seconds),
-        breaker=CircuitBreaker(settings.outbox_breaker_threshold, settings.outbox_breaker_reset_seconds),
+        outbox,
+        AsyncFhirClient.from_settings(settings),
+        policy=RetryPolicy(
+            settings.outbox_max_attempts,
+            settings.outbox_backoff_base_seconds,
+            settings.outbox_backoff_max_seconds,
+        ),
+        breaker=CircuitBreaker(
+            settings.outbox_breaker_threshold, settings.outbox_breaker_reset_seconds
+        ),
         batch_size=settings.outbox_batch_size,
     )
 
@@ -115,13 +123,24 @@ def work(
                     idle_since = None
                     continue
                 idle_since = idle_since or loop.time()
-                if (stop_when_idle_seconds and loop.time() - idle_since >= stop_when_idle_seconds
-                        and outbox.status()["pending"] == 0):
+                if (
+                    stop_when_idle_seconds
+                    and loop.time() - idle_since >= stop_when_idle_seconds
+                    and outbox.status()["pending"] == 0
+                ):
                     return
                 await asyncio.sleep(settings.outbox_poll_seconds)
         finally:
             await worker.client.aclose()
 
     asyncio.run(main())
-    sys.stdout.write(json.dumps({"worker": worker.worker_id, "delivered": worker.delivered_count,
-                                 "dead": worker.dead_count}) + "\n")
+    sys.stdout.write(
+        json.dumps(
+            {
+                "worker": worker.worker_id,
+                "delivered": worker.delivered_count,
+                "dead": worker.dead_count,
+            }
+        )
+        + "\n"
+    )

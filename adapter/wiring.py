@@ -56,9 +56,15 @@ def build_repository(settings: Settings) -> Repository:
         from adapter.errors import InputError
 
         raise InputError("ADAPTER_BACKEND=remote needs FHIR_BASE_URL")
-    breaker = CircuitBreaker(settings.outbox_breaker_threshold, settings.outbox_breaker_reset_seconds)
-    return OutboxRepository(sql, Outbox(sql.engine), breaker=breaker,
-                            refuse_when_down=settings.outbox_when_down == "refuse")
+    breaker = CircuitBreaker(
+        settings.outbox_breaker_threshold, settings.outbox_breaker_reset_seconds
+    )
+    return OutboxRepository(
+        sql,
+        Outbox(sql.engine),
+        breaker=breaker,
+        refuse_when_down=settings.outbox_when_down == "refuse",
+    )
 
 
 def build_delivery(settings: Settings, repo: Repository) -> Any:
@@ -73,10 +79,18 @@ def build_delivery(settings: Settings, repo: Repository) -> Any:
 
     if not isinstance(repo, OutboxRepository) or not settings.outbox_worker_in_process:
         return None
-    policy = RetryPolicy(settings.outbox_max_attempts, settings.outbox_backoff_base_seconds,
-                         settings.outbox_backoff_max_seconds)
-    worker = DeliveryWorker(repo.outbox, AsyncFhirClient.from_settings(settings), policy=policy,
-                            breaker=repo.breaker, batch_size=settings.outbox_batch_size)
+    policy = RetryPolicy(
+        settings.outbox_max_attempts,
+        settings.outbox_backoff_base_seconds,
+        settings.outbox_backoff_max_seconds,
+    )
+    worker = DeliveryWorker(
+        repo.outbox,
+        AsyncFhirClient.from_settings(settings),
+        policy=policy,
+        breaker=repo.breaker,
+        batch_size=settings.outbox_batch_size,
+    )
     delivery = BackgroundDelivery(worker, poll_seconds=settings.outbox_poll_seconds)
     delivery.start()
     return delivery

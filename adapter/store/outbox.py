@@ -59,7 +59,8 @@ RETRYABLE: Final = (UpstreamUnavailable, TooManyRequests, PreconditionFailed, Co
 
 metadata = sa.MetaData()
 MESSAGES: Final = sa.Table(
-    "outbox_message", metadata,
+    "outbox_message",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("available_at", UtcDateTime, nullable=False),
@@ -72,14 +73,20 @@ MESSAGES: Final = sa.Table(
     sa.Column("delivered_at", UtcDateTime),
 )
 KEYS: Final = sa.Table(
-    "outbox_key", metadata,
-    sa.Column("message_id", sa.Integer, sa.ForeignKey("outbox_message.id", ondelete="CASCADE"),
-              primary_key=True),
+    "outbox_key",
+    metadata,
+    sa.Column(
+        "message_id",
+        sa.Integer,
+        sa.ForeignKey("outbox_message.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
     sa.Column("resource_key", sa.String(130), primary_key=True),
     sa.Column("is_write", sa.Boolean, nullable=False),
 )
 DEAD_LETTERS: Final = sa.Table(
-    "outbox_dead_letter", metadata,
+    "outbox_dead_letter",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("message_id", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
@@ -126,8 +133,11 @@ class PendingWrites:
 
     def put(self, stored: StoredResource) -> None:
         body = {k: v for k, v in stored.resource.items() if k != "meta"}
-        meta = {k: v for k, v in (stored.resource.get("meta") or {}).items()
-                if k not in ("versionId", "lastUpdated")}
+        meta = {
+            k: v
+            for k, v in (stored.resource.get("meta") or {}).items()
+            if k not in ("versionId", "lastUpdated")
+        }
         if meta:
             body["meta"] = meta
         self.entries.append(put_entry(body))
@@ -154,15 +164,25 @@ class Outbox:
         """Inserts the message on the caller's connection: it commits with the writes or not at all."""
         now = _now()
         result = conn.execute(
-            sa.insert(MESSAGES).values(
-                created_at=now, available_at=now, status="pending", attempts=0,
-                payload=jsonio.dumps({"entries": pending.entries}), errors="[]",
-            ).returning(MESSAGES.c.id)
+            sa.insert(MESSAGES)
+            .values(
+                created_at=now,
+                available_at=now,
+                status="pending",
+                attempts=0,
+                payload=jsonio.dumps({"entries": pending.entries}),
+                errors="[]",
+            )
+            .returning(MESSAGES.c.id)
         )
         message_id = int(result.scalar_one())
-        keys = [{"message_id": message_id, "resource_key": k, "is_write": True} for k in pending.writes]
-        keys += [{"message_id": message_id, "resource_key": k, "is_write": False}
-                 for k in pending.references - pending.writes]
+        keys = [
+            {"message_id": message_id, "resource_key": k, "is_write": True} for k in pending.writes
+        ]
+        keys += [
+            {"message_id": message_id, "resource_key": k, "is_write": False}
+            for k in pending.references - pending.writes
+        ]
         if keys:
             conn.execute(sa.insert(KEYS), keys)
         return message_id
@@ -172,16 +192,26 @@ class Outbox:
         mine, theirs = KEYS.alias("mine"), KEYS.alias("theirs")
         blocked = (
             sa.select(sa.literal(1))
-            .select_from(mine.join(theirs, mine.c.resource_key == theirs.c.resource_key)
-                         .join(earlier, earlier.c.id == theirs.c.message_id))
-            .where(mine.c.message_id == m.c.id, theirs.c.is_write.is_(True),
-                   earlier.c.id < m.c.id, earlier.c.status == "pending")
+            .select_from(
+                mine.join(theirs, mine.c.resource_key == theirs.c.resource_key).join(
+                    earlier, earlier.c.id == theirs.c.message_id
+                )
+            )
+            .where(
+                mine.c.message_id == m.c.id,
+                theirs.c.is_write.is_(True),
+                earlier.c.id < m.c.id,
+                earlier.c.status == "pending",
+            )
         )
         statement = (
             sa.select(m.c.id, m.c.attempts, m.c.payload, m.c.errors)
-            .where(m.c.status == "pending", m.c.available_at <= now,
-                   sa.or_(m.c.claimed_until.is_(None), m.c.claimed_until < now),
-                   ~sa.exists(blocked))
+            .where(
+                m.c.status == "pending",
+                m.c.available_at <= now,
+                sa.or_(m.c.claimed_until.is_(None), m.c.claimed_until < now),
+                ~sa.exists(blocked),
+            )
             .order_by(m.c.id)
             .limit(limit)
         )
@@ -198,51 +228,82 @@ class Outbox:
             if not rows:
                 return []
             conn.execute(
-                sa.update(MESSAGES).where(MESSAGES.c.id.in_([r.id for r in rows]))
+                sa.update(MESSAGES)
+                .where(MESSAGES.c.id.in_([r.id for r in rows]))
                 .values(claimed_by=worker_id, claimed_until=now + timedelta(seconds=lease_seconds))
             )
-        return [Message(r.id, r.attempts, json.loads(r.payload)["entries"], json.loads(r.errors))
-                for r in rows]
+        return [
+            Message(r.id, r.attempts, json.loads(r.payload)["entries"], json.loads(r.errors))
+            for r in rows
+        ]
 
     def delivered(self, message: Message, worker_id: str) -> None:
         with translate_db_errors(may_retry=False), self._write_engine.begin() as conn:
             conn.execute(
                 sa.update(MESSAGES)
                 .where(MESSAGES.c.id == message.id, MESSAGES.c.claimed_by == worker_id)
-                .values(status="delivered", delivered_at=_now(), attempts=message.attempts + 1,
-                        claimed_by=None, claimed_until=None)
+                .values(
+                    status="delivered",
+                    delivered_at=_now(),
+                    attempts=message.attempts + 1,
+                    claimed_by=None,
+                    claimed_until=None,
+                )
             )
 
-    def failed(self, message: Message, worker_id: str, error: JsonObject, retry_at: datetime | None) -> None:
+    def failed(
+        self, message: Message, worker_id: str, error: JsonObject, retry_at: datetime | None
+    ) -> None:
         """Records the error; reschedules at `retry_at`, or dead-letters when it is None."""
         errors = [*message.errors, error]
-        values: dict[str, Any] = {"attempts": message.attempts + 1, "errors": jsonio.dumps(errors),
-                                  "claimed_by": None, "claimed_until": None}
+        values: dict[str, Any] = {
+            "attempts": message.attempts + 1,
+            "errors": jsonio.dumps(errors),
+            "claimed_by": None,
+            "claimed_until": None,
+        }
         with translate_db_errors(may_retry=False), self._write_engine.begin() as conn:
             if retry_at is None:
                 values["status"] = "dead"
-                conn.execute(sa.insert(DEAD_LETTERS).values(
-                    message_id=message.id, created_at=_now(),
-                    payload=jsonio.dumps({"entries": message.entries}), errors=jsonio.dumps(errors)))
+                conn.execute(
+                    sa.insert(DEAD_LETTERS).values(
+                        message_id=message.id,
+                        created_at=_now(),
+                        payload=jsonio.dumps({"entries": message.entries}),
+                        errors=jsonio.dumps(errors),
+                    )
+                )
             else:
                 values["available_at"] = retry_at
-            conn.execute(sa.update(MESSAGES).where(MESSAGES.c.id == message.id,
-                                                    MESSAGES.c.claimed_by == worker_id).values(**values))
+            conn.execute(
+                sa.update(MESSAGES)
+                .where(MESSAGES.c.id == message.id, MESSAGES.c.claimed_by == worker_id)
+                .values(**values)
+            )
 
     # -- operations (adapter outbox ...) --
 
     def status(self) -> dict[str, Any]:
         with translate_db_errors(may_retry=False), self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(MESSAGES.c.status, sa.func.count()).group_by(MESSAGES.c.status)).all()
+                sa.select(MESSAGES.c.status, sa.func.count()).group_by(MESSAGES.c.status)
+            ).all()
             counts: dict[str, int] = {str(r[0]): int(r[1]) for r in rows}
-            oldest = conn.execute(sa.select(sa.func.min(MESSAGES.c.created_at))
-                                  .where(MESSAGES.c.status == "pending")).scalar_one()
-            dead = conn.execute(sa.select(sa.func.count()).select_from(DEAD_LETTERS)
-                                .where(DEAD_LETTERS.c.replayed_at.is_(None))).scalar_one()
-        return {"pending": int(counts.get("pending", 0)), "delivered": int(counts.get("delivered", 0)),
-                "dead": int(counts.get("dead", 0)), "dead_letters_open": int(dead),
-                "oldest_pending": oldest.isoformat() if oldest else None}
+            oldest = conn.execute(
+                sa.select(sa.func.min(MESSAGES.c.created_at)).where(MESSAGES.c.status == "pending")
+            ).scalar_one()
+            dead = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(DEAD_LETTERS)
+                .where(DEAD_LETTERS.c.replayed_at.is_(None))
+            ).scalar_one()
+        return {
+            "pending": int(counts.get("pending", 0)),
+            "delivered": int(counts.get("delivered", 0)),
+            "dead": int(counts.get("dead", 0)),
+            "dead_letters_open": int(dead),
+            "oldest_pending": oldest.isoformat() if oldest else None,
+        }
 
     def retry(self, message_ids: Sequence[int] | None = None) -> int:
         """Dead messages back to pending (attempts reset, errors kept), and pending ones due now."""
@@ -250,19 +311,33 @@ class Outbox:
         if message_ids:
             where.append(MESSAGES.c.id.in_(list(message_ids)))
         with translate_db_errors(may_retry=False), self._write_engine.begin() as conn:
-            result = conn.execute(sa.update(MESSAGES).where(*where).values(
-                status="pending", attempts=0, available_at=_now(), claimed_by=None, claimed_until=None))
+            result = conn.execute(
+                sa.update(MESSAGES)
+                .where(*where)
+                .values(
+                    status="pending",
+                    attempts=0,
+                    available_at=_now(),
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
             done = sa.select(DEAD_LETTERS.c.id).where(DEAD_LETTERS.c.replayed_at.is_(None))
             if message_ids:
                 done = done.where(DEAD_LETTERS.c.message_id.in_(list(message_ids)))
-            conn.execute(sa.update(DEAD_LETTERS).where(DEAD_LETTERS.c.id.in_(done))
-                         .values(replayed_at=_now()))
+            conn.execute(
+                sa.update(DEAD_LETTERS)
+                .where(DEAD_LETTERS.c.id.in_(done))
+                .values(replayed_at=_now())
+            )
         return int(result.rowcount)
 
     def dead_letter(self, dead_letter_id: int) -> tuple[list[JsonObject], list[JsonObject]]:
         """(entries, errors) of a dead letter, exactly as first accepted."""
         with translate_db_errors(may_retry=False), self.engine.connect() as conn:
-            row = conn.execute(sa.select(DEAD_LETTERS).where(DEAD_LETTERS.c.id == dead_letter_id)).first()
+            row = conn.execute(
+                sa.select(DEAD_LETTERS).where(DEAD_LETTERS.c.id == dead_letter_id)
+            ).first()
         if row is None:
             from adapter.errors import NotFound
 
@@ -271,21 +346,28 @@ class Outbox:
 
     def mark_replayed(self, dead_letter_id: int) -> None:
         with translate_db_errors(may_retry=False), self._write_engine.begin() as conn:
-            conn.execute(sa.update(DEAD_LETTERS).where(DEAD_LETTERS.c.id == dead_letter_id)
-                         .values(replayed_at=_now()))
+            conn.execute(
+                sa.update(DEAD_LETTERS)
+                .where(DEAD_LETTERS.c.id == dead_letter_id)
+                .values(replayed_at=_now())
+            )
 
     def purge(self, older_than: timedelta, *, include_replayed_dead_letters: bool = True) -> int:
         """Deletes delivered messages (and replayed dead letters) older than `older_than`. Open dead
         letters and pending messages are never purged: that would lose an accepted write."""
         cutoff = _now() - older_than
         with translate_db_errors(may_retry=False), self._write_engine.begin() as conn:
-            old = sa.select(MESSAGES.c.id).where(MESSAGES.c.status == "delivered",
-                                                 MESSAGES.c.delivered_at < cutoff)
+            old = sa.select(MESSAGES.c.id).where(
+                MESSAGES.c.status == "delivered", MESSAGES.c.delivered_at < cutoff
+            )
             conn.execute(sa.delete(KEYS).where(KEYS.c.message_id.in_(old)))
             purged = conn.execute(sa.delete(MESSAGES).where(MESSAGES.c.id.in_(old))).rowcount
             if include_replayed_dead_letters:
-                purged += conn.execute(sa.delete(DEAD_LETTERS).where(
-                    DEAD_LETTERS.c.replayed_at.is_not(None), DEAD_LETTERS.c.replayed_at < cutoff)).rowcount
+                purged += conn.execute(
+                    sa.delete(DEAD_LETTERS).where(
+                        DEAD_LETTERS.c.replayed_at.is_not(None), DEAD_LETTERS.c.replayed_at < cutoff
+                    )
+                ).rowcount
         return int(purged)
 
 
@@ -306,12 +388,18 @@ class CircuitBreaker:
     @property
     def is_open(self) -> bool:
         with self._lock:
-            return self._opened_at is not None and time.monotonic() - self._opened_at < self.reset_seconds
+            return (
+                self._opened_at is not None
+                and time.monotonic() - self._opened_at < self.reset_seconds
+            )
 
     @property
     def is_half_open(self) -> bool:
         with self._lock:
-            return self._opened_at is not None and time.monotonic() - self._opened_at >= self.reset_seconds
+            return (
+                self._opened_at is not None
+                and time.monotonic() - self._opened_at >= self.reset_seconds
+            )
 
     def retry_after_seconds(self) -> int:
         with self._lock:
@@ -334,8 +422,15 @@ class CircuitBreaker:
 class OutboxRepository:
     """`Repository` for backend=remote: local SQL store + outbox message, one transaction."""
 
-    def __init__(self, sql: SqlRepository, outbox: Outbox, *, breaker: CircuitBreaker | None = None,
-                 refuse_when_down: bool = False, _pending: PendingWrites | None = None):
+    def __init__(
+        self,
+        sql: SqlRepository,
+        outbox: Outbox,
+        *,
+        breaker: CircuitBreaker | None = None,
+        refuse_when_down: bool = False,
+        _pending: PendingWrites | None = None,
+    ):
         self.sql = sql
         self.outbox = outbox
         self.breaker = breaker or CircuitBreaker()
@@ -355,16 +450,27 @@ class OutboxRepository:
             return
         if self.refuse_when_down and self.breaker.is_open:
             raise UpstreamUnavailable(
-                [Issue("error", "transient", "The backing FHIR server is unavailable; nothing was stored")],
+                [
+                    Issue(
+                        "error",
+                        "transient",
+                        "The backing FHIR server is unavailable; nothing was stored",
+                    )
+                ],
                 headers={"Retry-After": str(self.breaker.retry_after_seconds())},
             )
         with self.sql.unit_of_work() as inner:
-            unit = OutboxRepository(inner, self.outbox, breaker=self.breaker,
-                                    refuse_when_down=self.refuse_when_down, _pending=PendingWrites())
+            unit = OutboxRepository(
+                inner,
+                self.outbox,
+                breaker=self.breaker,
+                refuse_when_down=self.refuse_when_down,
+                _pending=PendingWrites(),
+            )
             yield unit
             assert unit._pending is not None
             if unit._pending.entries:
-                connection = inner._connection  # the unit's own connection: same DB transaction
+                connection = inner.connection  # the unit's own connection: same DB transaction
                 assert connection is not None
                 with translate_db_errors(may_retry=False):
                     message_id = self.outbox.enqueue(connection, unit._pending)
@@ -377,14 +483,18 @@ class OutboxRepository:
             unit._pending.put(stored)
             return stored
 
-    def update(self, resource: JsonObject, *, if_match: int | None = None) -> tuple[StoredResource, bool]:
+    def update(
+        self, resource: JsonObject, *, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
         with self.unit_of_work() as unit:
             stored, created = unit.sql.update(resource, if_match=if_match)
             assert unit._pending is not None
             unit._pending.put(stored)
             return stored, created
 
-    def delete(self, resource_type: str, id: str, *, if_match: int | None = None) -> StoredResource | None:
+    def delete(
+        self, resource_type: str, id: str, *, if_match: int | None = None
+    ) -> StoredResource | None:
         with self.unit_of_work() as unit:
             stored = unit.sql.delete(resource_type, id, if_match=if_match)
             if stored is not None:
@@ -401,7 +511,9 @@ class OutboxRepository:
     def search(self, resource_type: str, query: SearchQuery) -> SearchPage:
         return self.sql.search(resource_type, query)
 
-    def history(self, resource_type: str | None, id: str | None, *, count: int, offset: int) -> HistoryPage:
+    def history(
+        self, resource_type: str | None, id: str | None, *, count: int, offset: int
+    ) -> HistoryPage:
         return self.sql.history(resource_type, id, count=count, offset=offset)
 
     def count(self, resource_type: str | None = None) -> int:
@@ -457,16 +569,29 @@ def _retry_after(error: AdapterError) -> float | None:
 
 
 def _error_record(error: AdapterError, attempt: int) -> JsonObject:
-    return {"at": _now().isoformat(), "attempt": attempt, "status": error.status,
-            "error": type(error).__name__, "issues": [f"{i.code}: {i.text}" for i in error.issues]}
+    return {
+        "at": _now().isoformat(),
+        "attempt": attempt,
+        "status": error.status,
+        "error": type(error).__name__,
+        "issues": [f"{i.code}: {i.text}" for i in error.issues],
+    }
 
 
 class DeliveryWorker:
     """Claims, delivers and settles messages. Several may run at once, in threads or processes."""
 
-    def __init__(self, outbox: Outbox, client: AsyncFhirClient, *, policy: RetryPolicy | None = None,
-                 breaker: CircuitBreaker | None = None, batch_size: int = 50, lease_seconds: float = 120.0,
-                 worker_id: str | None = None):
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: AsyncFhirClient,
+        *,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        batch_size: int = 50,
+        lease_seconds: float = 120.0,
+        worker_id: str | None = None,
+    ):
         self.outbox = outbox
         self.client = client
         self.policy = policy or RetryPolicy()
@@ -482,7 +607,9 @@ class DeliveryWorker:
         if self.breaker.is_open:
             return 0
         limit = 1 if self.breaker.is_half_open else self.batch_size
-        messages = await asyncio.to_thread(self.outbox.claim, self.worker_id, limit, self.lease_seconds)
+        messages = await asyncio.to_thread(
+            self.outbox.claim, self.worker_id, limit, self.lease_seconds
+        )
         if not messages:
             return 0
         await asyncio.gather(*(self._deliver(m) for m in messages))
@@ -503,15 +630,19 @@ class DeliveryWorker:
             else:
                 retry_at = None
                 self.dead_count += 1
-                log.warning("outbox message dead-lettered", extra={"message_id": message.id,
-                                                                   "attempts": attempt})
+                log.warning(
+                    "outbox message dead-lettered",
+                    extra={"message_id": message.id, "attempts": attempt},
+                )
             await asyncio.to_thread(self.outbox.failed, message, self.worker_id, record, retry_at)
             return
         self.breaker.success()
         self.delivered_count += 1
         await asyncio.to_thread(self.outbox.delivered, message, self.worker_id)
 
-    async def run(self, stop: asyncio.Event | threading.Event, *, poll_seconds: float = 0.5) -> None:
+    async def run(
+        self, stop: asyncio.Event | threading.Event, *, poll_seconds: float = 0.5
+    ) -> None:
         """Delivers until `stop` is set; sleeps `poll_seconds` when there is nothing to do."""
         while not stop.is_set():
             try:

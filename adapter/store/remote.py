@@ -94,14 +94,20 @@ def outcome_issues(response: httpx.Response) -> list[Issue]:
             severity = raw.get("severity")
             code = raw.get("code")
             issue_code = cast(IssueCode, code) if code in _ISSUE_CODES else "processing"
-            text = (raw.get("details") or {}).get("text") or raw.get("diagnostics") or "backend issue"
+            text = (
+                (raw.get("details") or {}).get("text") or raw.get("diagnostics") or "backend issue"
+            )
             expression = raw.get("expression") or raw.get("location") or [None]
             issues.append(
                 Issue(
-                    severity if severity in ("fatal", "error", "warning", "information") else "error",
+                    severity
+                    if severity in ("fatal", "error", "warning", "information")
+                    else "error",
                     issue_code,
                     f"Backing server: {text}"[:500],
-                    expression=expression[0] if isinstance(expression, list) and expression else None,
+                    expression=expression[0]
+                    if isinstance(expression, list) and expression
+                    else None,
                 )
             )
     if not issues:
@@ -128,7 +134,9 @@ def map_status(response: httpx.Response, *, sent_precondition: bool) -> AdapterE
     issues = outcome_issues(response)
     blocking_codes = {i.code for i in issues if i.severity in ("fatal", "error")}
     is_profile_failure = bool(blocking_codes) and blocking_codes <= _PROFILE_CODES
-    if status in (409, 412) and (sent_precondition or (status == 409 and _is_version_conflict(issues))):
+    if status in (409, 412) and (
+        sent_precondition or (status == 409 and _is_version_conflict(issues))
+    ):
         return PreconditionFailed(issues)
     if status == 409:
         return Conflict(issues)
@@ -189,8 +197,16 @@ class ClientCredentialsJwt(httpx.Auth):
 
     requires_response_body = True
 
-    def __init__(self, *, token_url: str, client_id: str, private_key_pem: bytes, scope: str,
-                 kid: str | None = None, alg: str = "RS384"):
+    def __init__(
+        self,
+        *,
+        token_url: str,
+        client_id: str,
+        private_key_pem: bytes,
+        scope: str,
+        kid: str | None = None,
+        alg: str = "RS384",
+    ):
         from joserfc.jwk import import_key
 
         self.token_url = token_url
@@ -210,21 +226,35 @@ class ClientCredentialsJwt(httpx.Auth):
         header: dict[str, Any] = {"alg": self.alg, "typ": "JWT"}
         if self.kid:
             header["kid"] = self.kid
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.token_url,
-                  "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
+        claims = {
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": self.token_url,
+            "iat": now,
+            "exp": now + 300,
+            "jti": str(uuid.uuid4()),
+        }
         return jwt.encode(header, claims, self._key, algorithms=[self.alg])
 
     def _token_request(self) -> httpx.Request:
-        form = {"grant_type": "client_credentials", "scope": self.scope,
-                "client_assertion_type": _CLIENT_ASSERTION_TYPE, "client_assertion": self.assertion()}
-        return httpx.Request("POST", self.token_url, data=form, headers={"Accept": "application/json"})
+        form = {
+            "grant_type": "client_credentials",
+            "scope": self.scope,
+            "client_assertion_type": _CLIENT_ASSERTION_TYPE,
+            "client_assertion": self.assertion(),
+        }
+        return httpx.Request(
+            "POST", self.token_url, data=form, headers={"Accept": "application/json"}
+        )
 
     def _take_token(self, response: httpx.Response) -> None:
         with backend_errors():
             body = check_status(response).json()
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str):
-            raise UpstreamUnavailable([Issue("error", "security", "Token endpoint gave no access_token")])
+            raise UpstreamUnavailable(
+                [Issue("error", "security", "Token endpoint gave no access_token")]
+            )
         self._token = token
         self._expires_at = time.monotonic() + float(body.get("expires_in", 300)) - 30
 
@@ -241,7 +271,9 @@ class ClientCredentialsJwt(httpx.Auth):
                 return
 
     # httpx drives `auth_flow` for both clients; the lock only guards sync callers' token refresh.
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
         with self._lock:
             yield from self.auth_flow(request)
 
@@ -265,8 +297,12 @@ def build_auth(settings: Settings) -> httpx.Auth | None:
             raise InputError("fhir_auth=bearer needs ADAPTER_FHIR_BEARER_TOKEN")
         return StaticBearer(settings.fhir_bearer_token.get_secret_value())
     if settings.fhir_auth == "client_credentials":
-        if not (settings.fhir_token_url and settings.fhir_client_id and settings.fhir_private_key_path):
-            raise InputError("fhir_auth=client_credentials needs token URL, client id and private key path")
+        if not (
+            settings.fhir_token_url and settings.fhir_client_id and settings.fhir_private_key_path
+        ):
+            raise InputError(
+                "fhir_auth=client_credentials needs token URL, client id and private key path"
+            )
         return ClientCredentialsJwt(
             token_url=settings.fhir_token_url,
             client_id=settings.fhir_client_id,
@@ -320,7 +356,8 @@ def _body(resource: JsonObject) -> bytes:
 
 def _search_params(query: SearchQuery) -> list[tuple[str, str]]:
     items = [
-        (p.name + (f":{p.modifier}" if p.modifier else ""), ",".join(p.values)) for p in query.params
+        (p.name + (f":{p.modifier}" if p.modifier else ""), ",".join(p.values))
+        for p in query.params
     ]
     items += [("_count", str(query.count))]
     if query.offset:
@@ -397,31 +434,49 @@ def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def _timeout(settings: Settings) -> httpx.Timeout:
-    return httpx.Timeout(settings.fhir_timeout_seconds, connect=min(5.0, settings.fhir_timeout_seconds))
+    return httpx.Timeout(
+        settings.fhir_timeout_seconds, connect=min(5.0, settings.fhir_timeout_seconds)
+    )
 
 
 def _limits(settings: Settings) -> httpx.Limits:
-    return httpx.Limits(max_connections=settings.fhir_max_connections,
-                        max_keepalive_connections=settings.fhir_max_connections)
+    return httpx.Limits(
+        max_connections=settings.fhir_max_connections,
+        max_keepalive_connections=settings.fhir_max_connections,
+    )
 
 
 class AsyncFhirClient:
     """What the outbox delivers with: one pooled AsyncClient per worker."""
 
-    def __init__(self, base_url: str, *, auth: httpx.Auth | None = None, timeout: httpx.Timeout | None = None,
-                 limits: httpx.Limits | None = None, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        timeout: httpx.Timeout | None = None,
+        limits: httpx.Limits | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self._client = httpx.AsyncClient(
-            base_url=self.base_url, auth=auth, timeout=timeout or httpx.Timeout(10.0),
-            limits=limits or httpx.Limits(max_connections=20), transport=transport,
+            base_url=self.base_url,
+            auth=auth,
+            timeout=timeout or httpx.Timeout(10.0),
+            limits=limits or httpx.Limits(max_connections=20),
+            transport=transport,
         )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncFhirClient:
         if not settings.fhir_base_url:
             raise InputError("backend=remote needs FHIR_BASE_URL")
-        return cls(settings.fhir_base_url, auth=build_auth(settings), timeout=_timeout(settings),
-                   limits=_limits(settings))
+        return cls(
+            settings.fhir_base_url,
+            auth=build_auth(settings),
+            timeout=_timeout(settings),
+            limits=_limits(settings),
+        )
 
     async def transaction(self, bundle: JsonObject) -> JsonObject:
         with backend_errors(sent_precondition=transaction_precondition(bundle)):
@@ -442,12 +497,22 @@ class RemoteFhirRepository:
     """The Repository protocol over HTTP. Reads go straight to the server; `unit_of_work()` buffers
     writes and sends them as one transaction Bundle on exit (all or nothing at the server)."""
 
-    def __init__(self, base_url: str, *, auth: httpx.Auth | None = None, timeout: httpx.Timeout | None = None,
-                 limits: httpx.Limits | None = None, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        timeout: httpx.Timeout | None = None,
+        limits: httpx.Limits | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
-            base_url=self.base_url, auth=auth, timeout=timeout or httpx.Timeout(10.0),
-            limits=limits or httpx.Limits(max_connections=20), transport=transport,
+            base_url=self.base_url,
+            auth=auth,
+            timeout=timeout or httpx.Timeout(10.0),
+            limits=limits or httpx.Limits(max_connections=20),
+            transport=transport,
         )
         self._buffer: _Buffered | None = None
 
@@ -455,18 +520,31 @@ class RemoteFhirRepository:
     def from_settings(cls, settings: Settings) -> RemoteFhirRepository:
         if not settings.fhir_base_url:
             raise InputError("backend=remote needs FHIR_BASE_URL")
-        return cls(settings.fhir_base_url, auth=build_auth(settings), timeout=_timeout(settings),
-                   limits=_limits(settings))
+        return cls(
+            settings.fhir_base_url,
+            auth=build_auth(settings),
+            timeout=_timeout(settings),
+            limits=_limits(settings),
+        )
 
     def close(self) -> None:
         self._client.close()
 
-    def _send(self, method: str, url: str, *, body: JsonObject | None = None,
-              params: list[tuple[str, str]] | None = None, headers: dict[str, str] | None = None,
-              sent_precondition: bool = False) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: JsonObject | None = None,
+        params: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        sent_precondition: bool = False,
+    ) -> httpx.Response:
         with backend_errors(sent_precondition=sent_precondition):
             response = self._client.request(
-                method, url, content=_body(body) if body is not None else None,
+                method,
+                url,
+                content=_body(body) if body is not None else None,
                 params=tuple(params) if params else None,
                 headers=_headers(headers),
             )
@@ -484,7 +562,9 @@ class RemoteFhirRepository:
         bound, host into Location."""
         parts = location.split("/_history/")[0].rstrip("/").split("/")
         if len(parts) < 2:
-            raise UpstreamUnavailable([Issue("error", "processing", "Write answer without a Location")])
+            raise UpstreamUnavailable(
+                [Issue("error", "processing", "Write answer without a Location")]
+            )
         return self.read(parts[-2], parts[-1])
 
     # -- writes --
@@ -502,35 +582,60 @@ class RemoteFhirRepository:
         body.pop("id", None)
         return self._resource(self._send("POST", str(body["resourceType"]), body=body))
 
-    def create_if_none_exist(self, resource: JsonObject, criteria: str) -> tuple[StoredResource, bool]:
+    def create_if_none_exist(
+        self, resource: JsonObject, criteria: str
+    ) -> tuple[StoredResource, bool]:
         """Server-side conditional create (`If-None-Exist`): (stored, created). Atomic at the server,
         unlike `repository.conditional_create`, which searches first."""
         body = _without_meta_version(resource)
         body.pop("id", None)
-        response = self._send("POST", str(body["resourceType"]), body=body,
-                              headers={"If-None-Exist": criteria}, sent_precondition=True)
+        response = self._send(
+            "POST",
+            str(body["resourceType"]),
+            body=body,
+            headers={"If-None-Exist": criteria},
+            sent_precondition=True,
+        )
         return self._resource(response), response.status_code == 201
 
-    def update(self, resource: JsonObject, *, if_match: int | None = None) -> tuple[StoredResource, bool]:
+    def update(
+        self, resource: JsonObject, *, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
         body = _without_meta_version(resource)
         if self._buffer is not None:
             self._buffer.entries.append(put_entry(body, if_match=if_match))
-            return stored_from({**body, "meta": {"versionId": str((if_match or 0) + 1)}}), if_match is None
+            return stored_from(
+                {**body, "meta": {"versionId": str((if_match or 0) + 1)}}
+            ), if_match is None
         headers = {"If-Match": etag_of(if_match)} if if_match is not None else None
-        response = self._send("PUT", f"{body['resourceType']}/{body['id']}", body=body, headers=headers,
-                              sent_precondition=if_match is not None)
+        response = self._send(
+            "PUT",
+            f"{body['resourceType']}/{body['id']}",
+            body=body,
+            headers=headers,
+            sent_precondition=if_match is not None,
+        )
         return self._resource(response), response.status_code == 201
 
-    def delete(self, resource_type: str, id: str, *, if_match: int | None = None) -> StoredResource | None:
+    def delete(
+        self, resource_type: str, id: str, *, if_match: int | None = None
+    ) -> StoredResource | None:
         if self._buffer is not None:
             self._buffer.entries.append(delete_entry(resource_type, id, if_match=if_match))
             return None
         headers = {"If-Match": etag_of(if_match)} if if_match is not None else None
-        self._send("DELETE", f"{resource_type}/{id}", headers=headers, sent_precondition=if_match is not None)
+        self._send(
+            "DELETE",
+            f"{resource_type}/{id}",
+            headers=headers,
+            sent_precondition=if_match is not None,
+        )
         return None
 
     def transaction(self, bundle: JsonObject) -> JsonObject:
-        response = self._send("POST", "", body=bundle, sent_precondition=transaction_precondition(bundle))
+        response = self._send(
+            "POST", "", body=bundle, sent_precondition=transaction_precondition(bundle)
+        )
         with backend_errors():
             result: JsonObject = response.json()
         return result
@@ -569,7 +674,9 @@ class RemoteFhirRepository:
         total = bundle.get("total") if query.total else None
         return SearchPage(resources, total if isinstance(total, int) else None, _has_next(bundle))
 
-    def history(self, resource_type: str | None, id: str | None, *, count: int, offset: int) -> HistoryPage:
+    def history(
+        self, resource_type: str | None, id: str | None, *, count: int, offset: int
+    ) -> HistoryPage:
         path = "/".join(p for p in (resource_type, id) if p) + "/_history"
         params = [("_count", str(count))] + ([("_offset", str(offset))] if offset else [])
         response = self._send("GET", path.lstrip("/"), params=params)
@@ -577,12 +684,16 @@ class RemoteFhirRepository:
             bundle = response.json()
         versions = [stored_from(r) for r in _entries(bundle, mode=None)]
         total = bundle.get("total")
-        return HistoryPage(versions, total if isinstance(total, int) else len(versions), _has_next(bundle))
+        return HistoryPage(
+            versions, total if isinstance(total, int) else len(versions), _has_next(bundle)
+        )
 
     def count(self, resource_type: str | None = None) -> int:
         if resource_type is None:
             raise InputError("Counting every type is not supported on a remote server")
-        response = self._send("GET", resource_type, params=[("_summary", "count"), ("_total", "accurate")])
+        response = self._send(
+            "GET", resource_type, params=[("_summary", "count"), ("_total", "accurate")]
+        )
         with backend_errors():
             total = response.json().get("total")
         return int(total) if isinstance(total, int) else 0

@@ -278,6 +278,12 @@ class SqlRepository:
     def engine(self) -> Engine:
         return self._engine
 
+    @property
+    def connection(self) -> Connection | None:
+        """The open unit of work's connection (None outside one), so a collaborator such as the
+        outbox can write its own rows in the same database transaction. Read-only."""
+        return self._connection
+
     def close(self) -> None:
         """Closes the pool. Only the owner of the engine (the app's lifespan) should call this."""
         self._engine.dispose()

@@ -28,13 +28,17 @@ def repo(tmp_path):
     url = f"sqlite:///{tmp_path / 'front.sqlite3'}"
     upgrade(url)
     sql = SqlRepository(build_engine(url))
-    yield OutboxRepository(sql, Outbox(sql.engine), breaker=CircuitBreaker(threshold=2, reset_seconds=60))
+    yield OutboxRepository(
+        sql, Outbox(sql.engine), breaker=CircuitBreaker(threshold=2, reset_seconds=60)
+    )
     sql.close()
 
 
 def worker_for(repo, handler, attempts=3):
     client = AsyncFhirClient("http://backend.test/fhir", transport=httpx.MockTransport(handler))
-    return DeliveryWorker(repo.outbox, client, policy=RetryPolicy(attempts, 0.0, 0.0), breaker=repo.breaker)
+    return DeliveryWorker(
+        repo.outbox, client, policy=RetryPolicy(attempts, 0.0, 0.0), breaker=repo.breaker
+    )
 
 
 def _write_then_fail(repo):
@@ -55,8 +59,10 @@ def test_write_and_outbox_message_commit_together_or_not_at_all(repo):
 
 def test_poison_message_is_dead_lettered_with_its_payload_and_every_error(repo):
     repo.create(PATIENT, id="p1")
-    invalid = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invariant",
-                                                              "diagnostics": "bad"}]}
+    invalid = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "invariant", "diagnostics": "bad"}],
+    }
     answers = iter([httpx.Response(503), httpx.Response(422, json=invalid)])
     worker = worker_for(repo, lambda request: next(answers))
     asyncio.run(worker.run_once())
@@ -95,8 +101,15 @@ def test_refuse_mode_answers_503_with_retry_after_and_stores_nothing(repo):
 
 def test_delivery_is_one_transaction_bundle_of_puts_and_a_referral_waits_for_its_patient(repo):
     repo.create(PATIENT, id="p1")
-    repo.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-                 "subject": {"reference": "Patient/p1"}}, id="o1")
+    repo.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": "Patient/p1"},
+        },
+        id="o1",
+    )
     sent: list[dict] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

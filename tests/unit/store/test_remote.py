@@ -22,18 +22,23 @@ BASE = "http://backend.test/fhir"
 
 
 def outcome(code: str, text: str = "problem") -> dict:
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code,
-                                                             "diagnostics": text}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": text}],
+    }
 
 
-def repo_answering(status: int, body: dict | None = None, headers: dict | None = None,
-                   seen: list | None = None) -> RemoteFhirRepository:
+def repo_answering(
+    status: int, body: dict | None = None, headers: dict | None = None, seen: list | None = None
+) -> RemoteFhirRepository:
     def handler(request: httpx.Request) -> httpx.Response:
         if seen is not None:
             seen.append(request)
         return httpx.Response(status, json=body, headers=headers)
 
-    return RemoteFhirRepository(BASE, transport=httpx.MockTransport(handler), auth=StaticBearer("t0k"))
+    return RemoteFhirRepository(
+        BASE, transport=httpx.MockTransport(handler), auth=StaticBearer("t0k")
+    )
 
 
 PATIENT = {"resourceType": "Patient", "id": "p1"}
@@ -97,8 +102,9 @@ def test_connection_errors_and_timeouts_are_503():
 
 def test_unit_of_work_sends_one_transaction_bundle_with_if_match():
     seen: list[httpx.Request] = []
-    repo = repo_answering(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": []},
-                          seen=seen)
+    repo = repo_answering(
+        200, {"resourceType": "Bundle", "type": "transaction-response", "entry": []}, seen=seen
+    )
     with repo.unit_of_work() as uow:
         uow.create({"resourceType": "Patient"}, id="a")
         uow.update({"resourceType": "Patient", "id": "b", "meta": {"versionId": "4"}}, if_match=4)
@@ -120,23 +126,32 @@ def test_client_credentials_signs_an_assertion_and_reuses_the_token():
     from adapter.store.remote import ClientCredentialsJwt
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     tokens: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/token":
             form = dict(x.split("=", 1) for x in request.content.decode().split("&"))
-            claims = jwt.decode(form["client_assertion"], import_key(pem, "RSA"), algorithms=["RS384"]).claims
+            claims = jwt.decode(
+                form["client_assertion"], import_key(pem, "RSA"), algorithms=["RS384"]
+            ).claims
             assert claims["iss"] == claims["sub"] == "adapter"
             assert form["grant_type"] == "client_credentials"
             tokens.append("tok")
             return httpx.Response(200, json={"access_token": "tok", "expires_in": 300})
         assert request.headers["Authorization"] == "Bearer tok"
-        return httpx.Response(200, json={"resourceType": "Patient", "id": "p1", "meta": {"versionId": "2"}})
+        return httpx.Response(
+            200, json={"resourceType": "Patient", "id": "p1", "meta": {"versionId": "2"}}
+        )
 
-    auth = ClientCredentialsJwt(token_url="http://backend.test/token", client_id="adapter",
-                                private_key_pem=pem, scope="system/*.write")
+    auth = ClientCredentialsJwt(
+        token_url="http://backend.test/token",
+        client_id="adapter",
+        private_key_pem=pem,
+        scope="system/*.write",
+    )
     repo = RemoteFhirRepository(BASE, transport=httpx.MockTransport(handler), auth=auth)
     assert repo.read("Patient", "p1").version_id == 2
     assert repo.read("Patient", "p1").version_id == 2

@@ -35,7 +35,9 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_outbox_message_status_available", "outbox_message", ["status", "available_at"])
+    op.create_index(
+        "ix_outbox_message_status_available", "outbox_message", ["status", "available_at"]
+    )
     op.create_table(
         "outbox_key",
         sa.Column("message_id", sa.Integer(), nullable=False),
