@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from adapter import __version__
 from adapter.api import exception_handlers
-from adapter.api.routers import fhir_rest, metadata, operations
+from adapter.api.routers import fhir_rest, messaging, metadata, operations
 from adapter.api.routers import smart as smart_routes
 from adapter.clock import Clock
 from adapter.settings import Settings
@@ -23,6 +23,7 @@ ROUTES = (
     (smart_routes.router, "/fhir"),
     (metadata.router, "/fhir"),
     (operations.router, "/fhir"),
+    (messaging.router, "/fhir"),
     (fhir_rest.router, "/fhir"),
 )
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any, Final
 
 from adapter.fhir.types import JsonObject
@@ -21,7 +23,7 @@ from adapter.mapping.ids import deterministic_id
 from adapter.mapping.loader import ConceptMaps
 from adapter.mapping.spec import Aggregate, MappingSpec, ResourceSpec, Rule
 from adapter.mapping.trace import TraceEntry
-from adapter.mapping.transforms import TRANSFORMS
+from adapter.mapping.transforms import LONDON, TRANSFORMS
 from adapter.sources.record import GroupInstance, SourceRecord
 
 _SEGMENT: Final = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<index>\d+|\+)\])?$")
@@ -62,17 +64,26 @@ class MappingResult:
 
 
 # -- paths --------------------------------------------------------------------------------------
-def set_path(target: JsonObject, path: str, value: Any) -> str:
-    """Sets `a.b[0].c` (or appends with `[+]`), creating containers; returns the concrete path."""
-    parts = path.split(".")
-    node: Any = target
-    concrete: list[str] = []
-    for i, part in enumerate(parts):
+@lru_cache(maxsize=4096)
+def _segments(path: str) -> tuple[tuple[str, str | None], ...]:
+    """`a.b[0].c` -> ((a, None), (b, "0"), (c, None)), parsed once per distinct path."""
+    out: list[tuple[str, str | None]] = []
+    for part in path.split("."):
         m = _SEGMENT.match(part)
         if m is None:
             raise ValueError(f"bad path segment {part!r} in {path!r}")
-        name, index = m["name"], m["index"]
-        last = i == len(parts) - 1
+        out.append((m["name"], m["index"]))
+    return tuple(out)
+
+
+def set_path(target: JsonObject, path: str, value: Any) -> str:
+    """Sets `a.b[0].c` (or appends with `[+]`), creating containers; returns the concrete path."""
+    segments = _segments(path)
+    node: Any = target
+    concrete: list[str] = []
+    last_i = len(segments) - 1
+    for i, (name, index) in enumerate(segments):
+        last = i == last_i
         if index is None:
             concrete.append(name)
             if last:
@@ -97,15 +108,18 @@ def set_path(target: JsonObject, path: str, value: Any) -> str:
 
 
 def get_path(node: Any, path: str) -> Any:
-    for part in path.split("."):
-        m = _SEGMENT.match(part)
-        if m is None or not isinstance(node, dict):
+    try:
+        segments = _segments(path)
+    except ValueError:
+        return None
+    for name, index in segments:
+        if not isinstance(node, dict):
             return None
-        node = node.get(m["name"])
-        if m["index"] is not None:
-            if not isinstance(node, list) or int(m["index"]) >= len(node):
+        node = node.get(name)
+        if index is not None:
+            if not isinstance(node, list) or index == "+" or int(index) >= len(node):
                 return None
-            node = node[int(m["index"])]
+            node = node[int(index)]
         if node is None:
             return None
     return node
@@ -154,7 +168,13 @@ class _Run:
         return self.record.resolve(selector)
 
     def read(self, selector: str, instance: GroupInstance | None) -> tuple[str | None, str | None]:
-        """(value, global key). A quoted selector (`'crisis'`) is a literal."""
+        """(value, global key). A quoted selector (`'crisis'`) is a literal; `a ?? b` the first present."""
+        if " ?? " in selector:
+            for alternative in selector.split(" ?? "):
+                found = self.read(alternative, instance)
+                if found[0] is not None:
+                    return found
+            return None, None
         if selector.startswith("'") and selector.endswith("'"):
             return selector[1:-1], None
         key = self.locate(selector, instance)
@@ -256,6 +276,7 @@ class _Run:
                                               t.rule, t.position)
 
     def locate_name(self, selector: str, instance: GroupInstance | None) -> str:
+        selector = selector.split(" ?? ")[0]
         if instance is not None and not selector.startswith("/"):
             return next(iter(instance.keys.values()), selector).split("-")[0] + f" {selector}"
         return selector.lstrip("/")
@@ -293,6 +314,9 @@ class _Run:
                     path = set_path(target, rule.to, {"reference": other.reference})
                     self.result.trace.append(TraceEntry(ref, prefix + path, f"ref:{rule.ref}", rule_id))
                 continue
+            if rule.due is not None:
+                self.deadline(rule, target, prefix, instance, ref, rule_id)
+                continue
             if rule.setting is not None:
                 path = set_path(target, rule.to, self.settings[rule.setting])
                 self.result.trace.append(TraceEntry(ref, prefix + path, f"setting:{rule.setting}", rule_id))
@@ -316,6 +340,11 @@ class _Run:
                     continue
             if rule.map is not None:
                 translation = self.maps.translate(rule.map, str(value))
+                if translation is None and rule.on_unmapped == "keep":
+                    path = set_path(target, rule.to, value)
+                    self.result.trace.append(TraceEntry(ref, prefix + path, key or rule.source, rule_id,
+                                                        self.record.position(key) if key else ""))
+                    continue
                 if translation is None:
                     severity = "error" if rule.on_unmapped == "error" else "warning"
                     self.issue(severity, "code-invalid",
@@ -333,6 +362,31 @@ class _Run:
             self.result.trace.append(TraceEntry(ref, prefix + path, key or rule.source, rule_id,
                                                 self.record.position(key) if key else ""))
         return True
+
+    def deadline(self, rule: Rule, target: JsonObject, prefix: str, instance: GroupInstance | None, ref: str,
+                 rule_id: str) -> None:
+        """`due`: the anchor's date/time plus the timescale in `setting`, by the policy calendar."""
+        from adapter.policy.checks.timescales import due_by
+
+        assert rule.due is not None
+        assert rule.setting is not None
+        raw, key = self.read(rule.due, instance)
+        if raw is None:
+            if rule.required:
+                self.issue("error", "required", f"{rule.due} is required for {rule.to}",
+                           self.locate_name(rule.due, instance), rule_id)
+            return
+        anchor_text, problem = TRANSFORMS["datetime"](raw)
+        if problem is not None:
+            self.issue("error", "value", f"{rule.due} {problem}", key, rule_id)
+            return
+        anchor = datetime.fromisoformat(str(anchor_text))
+        if anchor.tzinfo is None:
+            anchor = anchor.replace(tzinfo=LONDON)
+        deadline, _ = due_by(anchor, self.settings[rule.setting])
+        path = set_path(target, rule.to, deadline.isoformat())
+        self.result.trace.append(TraceEntry(ref, prefix + path, key or rule.due, rule_id,
+                                            f"{self.record.position(key) if key else ''} + setting:{rule.setting}"))
 
     def nested(self, rule: Rule, target: JsonObject, prefix: str, instance: GroupInstance | None, ref: str,
                rule_base: str) -> None:

@@ -79,6 +79,14 @@ class MappingRegistry:
                 return spec
         return None
 
+    def for_event(self, event: str) -> MappingSpec | None:
+        """The active mapping for a FHIR message Bundle whose MessageHeader carries this event code."""
+        for spec in self.mappings.values():
+            if spec.source_kind == "fhir" and spec.resource_type == "Bundle" and spec.event == event \
+                    and spec.status == "active":
+                return spec
+        return None
+
     def for_resource(self, resource_type: str) -> MappingSpec | None:
         for spec in self.mappings.values():
             if spec.source_kind == "fhir" and spec.resource_type == resource_type and spec.status == "active":

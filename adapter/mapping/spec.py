@@ -9,7 +9,13 @@ the file. A bad file raises ArtefactLoadError naming the file and the rule, so s
     ignore:    [{field: "MSH-11", reason: "..."}]        # still reported, as information
     settings:  {follow_up_due_days: 7}                    # named values rules may read as `setting:`
     resources: [{name, type, id: [selectors], match: {system, value}, when, foreach, where, rules}]
-    rule:      {from|const|ref|setting|foreach|aggregate, to, transform, map, emit, required}
+    rule:      {from|const|ref|setting|foreach|aggregate|due, to, transform, map, emit, required}
+
+A selector may list alternatives, `a ?? b`: the first with a value is read (e.g. an identifier
+that some senders put in `identifier[0]` and others in `id`). `due: <selector>` with `setting:
+<name>` is a deadline: the selector's date/time plus the timescale the setting holds
+(`{hours: 72}`, `{days: 7}`, `{working_days: 5}`), computed with the policy calendar.
+`on_unmapped: keep` passes a code the ConceptMap does not list through unchanged (spelling maps).
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ class Rule:
     map: str | None = None
     emit: Emit = "coding"
     required: bool = False
-    on_unmapped: Literal["error", "warning"] = "error"
+    on_unmapped: Literal["error", "warning", "keep"] = "error"
     group: str | None = None
     where: tuple[tuple[str, str], ...] = ()
     rules: tuple[Rule, ...] = ()
@@ -62,6 +68,8 @@ class Rule:
     template: str | None = None
     #: for a block (nested `rules` without `foreach`): build it only when this selector has a value
     when: str | None = None
+    #: a deadline anchored on this selector's date/time, timescale from `setting`
+    due: str | None = None
 
     @property
     def is_block(self) -> bool:
@@ -101,6 +109,8 @@ class MappingSpec:
     resources: tuple[ResourceSpec, ...]
     messages: tuple[str, ...] = ()
     resource_type: str | None = None
+    #: for a FHIR message Bundle: the MessageHeader event code this mapping answers
+    event: str | None = None
     ignore: tuple[tuple[str, str], ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
     path: str = ""
@@ -124,7 +134,7 @@ def _pairs(raw: Any, path: str, where: str) -> tuple[tuple[str, str], ...]:
 
 _RULE_KEYS: Final = frozenset({"from", "to", "const", "ref", "setting", "transform", "map", "emit", "required",
                                "on_unmapped", "foreach", "where", "rules", "aggregate", "template", "note",
-                               "when"})
+                               "when", "due"})
 
 
 def _rule(raw: Any, path: str, where: str) -> Rule:
@@ -137,11 +147,17 @@ def _rule(raw: Any, path: str, where: str) -> Rule:
     if not isinstance(to, str) or not to:
         raise _fail(path, where, "every rule needs 'to'")
     kinds = [k for k in ("from", "const", "ref", "setting", "foreach", "aggregate") if k in raw]
+    if "due" in raw:
+        if "setting" not in raw:
+            raise _fail(path, where, "'due' needs 'setting' (the timescale)")
+        kinds = ["due"] + [k for k in kinds if k != "setting"]
     if not kinds and raw.get("rules"):
         kinds = ["block"]
     if len(kinds) != 1:
         raise _fail(path, where, f"a rule has exactly one of from/const/ref/setting/foreach/aggregate/rules, "
                                  f"got {kinds}")
+    if raw.get("on_unmapped", "error") not in ("error", "warning", "keep"):
+        raise _fail(path, where, "on_unmapped must be error, warning or keep")
     emit = raw.get("emit", "coding")
     if emit not in EMITS:
         raise _fail(path, where, f"emit must be one of {EMITS}")
@@ -167,7 +183,7 @@ def _rule(raw: Any, path: str, where: str) -> Rule:
         required=bool(raw.get("required", False)), on_unmapped=raw.get("on_unmapped", "error"),
         group=raw.get("foreach"), where=_pairs(raw.get("where"), path, where),
         rules=tuple(_rule(r, path, f"{where}.rules[{i}]") for i, r in enumerate(sub)),
-        aggregate=aggregate, template=raw.get("template"), when=raw.get("when"),
+        aggregate=aggregate, template=raw.get("template"), when=raw.get("when"), due=raw.get("due"),
     )
 
 
@@ -224,7 +240,7 @@ def parse_spec(data: Any, path: str) -> MappingSpec:
         id=str(data["id"]), version=str(data["version"]), status=str(data["status"]),
         title=str(data.get("title", data["id"])), source_kind=str(source["kind"]),
         resources=tuple(resources), messages=tuple(str(m) for m in messages),
-        resource_type=source.get("resourceType"), ignore=ignore, settings=dict(data.get("settings") or {}),
+        resource_type=source.get("resourceType"), event=source.get("event"), ignore=ignore, settings=dict(data.get("settings") or {}),
         path=path,
     )
 

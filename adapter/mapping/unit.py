@@ -120,11 +120,14 @@ def point_at_source(result: MappingResult, bundle: JsonObject, issues: list[Issu
     return out
 
 
-def submit(pipeline: Pipeline, result: MappingResult) -> UnitOutcome:
-    """Judges and writes the mapped resources as one unit; never raises for bad content."""
+def submit(pipeline: Pipeline, result: MappingResult,
+           planned: tuple[list[JsonObject], list[str]] | None = None) -> UnitOutcome:
+    """Judges and writes the mapped resources as one unit; never raises for bad content.
+
+    `planned` is a `plan(...)` the caller already made (e.g. to check a message id first)."""
     if has_blocking(result.issues):
         return UnitOutcome(result, "rejected", list(result.issues), http_status=422)
-    to_write, skipped = plan(pipeline, result.resources)
+    to_write, skipped = planned if planned is not None else plan(pipeline, result.resources)
     if not to_write:
         return UnitOutcome(result, "unchanged", list(result.issues), unchanged=skipped)
     bundle = transaction_bundle(to_write)

@@ -35,6 +35,8 @@ class SourceRecord:
     group_finder: Callable[[SourceRecord, str], list[GroupInstance]] | None = None
     #: Other spellings of a key (`PID-8.1` for a field without components is `PID-8`).
     aliases: dict[str, str] = field(default_factory=dict)
+    #: groups already found (a record is read-only once built, so they never go stale)
+    group_cache: dict[str, list[GroupInstance]] = field(default_factory=dict)
 
     def resolve(self, key: str) -> str | None:
         """The real key behind `key`, or None when the record has no non-empty value there."""
@@ -46,9 +48,11 @@ class SourceRecord:
         return None if real is None else self.values[real]
 
     def group(self, name: str) -> list[GroupInstance]:
-        if self.group_finder is None:
-            return []
-        return self.group_finder(self, name)
+        found = self.group_cache.get(name)
+        if found is None:
+            found = [] if self.group_finder is None else self.group_finder(self, name)
+            self.group_cache[name] = found
+        return found
 
     def position(self, key: str) -> str:
         return self.positions.get(key, key)
