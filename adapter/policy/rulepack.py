@@ -33,6 +33,7 @@ in expressions, guards and string params expand to this adapter's canonical URL 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -91,14 +92,30 @@ def expand(text: str) -> str:
     return text.replace("{SD}", SD).replace("{CS}", CS).replace("{EXT}", EXT)
 
 
-def compile_fhirpath(expression: str, where: str) -> Compiled:
-    try:
-        compiled: Compiled = fhirpathpy.compile(expand(expression), R4_MODEL)
-    except Exception as exc:  # fhirpathpy raises bare Exceptions on syntax errors
-        raise ArtefactLoadError(where, f"bad FHIRPath {expression!r}: {exc}") from exc
+_EXTENSION_CALL: Final = re.compile(r"\bextension\(\s*'([^'\\]*)'\s*\)")
+
+
+def for_fhirpathpy(expression: str) -> str:
+    """fhirpathpy 2.2.4 returns only the first match of `extension('url')` (the spec says all),
+    so a second agreement statement on a CTP went unseen; `extension.where(url = ...)` is exact."""
+    return _EXTENSION_CALL.sub(r"extension.where(url = '\1')", expand(expression))
+
+
+@functools.cache
+def _fhirpathpy_compiled(text: str) -> Compiled:
+    compiled: Compiled = fhirpathpy.compile(text, R4_MODEL)
     return compiled
 
 
+def compile_fhirpath(expression: str, where: str) -> Compiled:
+    """Compiled once per distinct expression per process (parsing is the slow part of loading)."""
+    try:
+        return _fhirpathpy_compiled(for_fhirpathpy(expression))
+    except Exception as exc:  # fhirpathpy raises bare Exceptions on syntax errors
+        raise ArtefactLoadError(where, f"bad FHIRPath {expression!r}: {exc}") from exc
+
+
+@functools.cache
 def compile_fast_or_none(expression: str) -> FastFn | None:
     """The fast evaluator for `expression`, or None when only fhirpathpy can run it."""
     try:

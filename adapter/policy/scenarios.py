@@ -11,6 +11,7 @@ Shared by the parametrised tests, the coverage generator and `adapter policy exp
       - name: no-priority
         remove: [priority]            # patch the base: dotted paths, `[n]` and `[key=value]`
         set: {status: revoked}
+        append: {extension: {...}}    # add one item to a list; `extend:` adds a list of items
         expect_fail: [S000-REF-URG-01]
         expect_pass: [OTHER-RULE]     # optional: evaluated and silent
         bundle: [...]                 # optional: other resources travelling in the same Bundle
@@ -122,6 +123,9 @@ def patch(base: JsonObject, spec: dict[str, Any]) -> JsonObject:
     for path, value in (spec.get("append") or {}).items():
         container, key = _walk(out, path)
         container.setdefault(key, []).append(copy.deepcopy(value))
+    for path, values in (spec.get("extend") or {}).items():
+        container, key = _walk(out, path)
+        container.setdefault(key, []).extend(copy.deepcopy(values))
     return out
 
 
