@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     outbox_worker_in_process: bool = True
     #: How long a stored Idempotency-Key response is replayed.
     idempotency_window_hours: int = 24
+    #: A key whose first request has not finished after this long is taken to be abandoned (the
+    #: process died) and may run again.
+    idempotency_in_flight_seconds: float = 300.0
 
 
 @lru_cache(maxsize=1)

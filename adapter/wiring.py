@@ -12,6 +12,7 @@ from typing import Any
 
 from adapter.clock import Clock, SystemClock
 from adapter.conformance import ConformanceValidator
+from adapter.idempotency import IdempotencyStore
 from adapter.pipeline import Pipeline
 from adapter.policy import PolicyEngine, load_packs
 from adapter.settings import Settings
@@ -29,6 +30,8 @@ class Services:
     conformance: ConformanceValidator
     #: The in-process outbox delivery thread (backend=remote), if any; stopped by close().
     delivery: Any = None
+    #: Stored Idempotency-Key responses, in the embedded store's database.
+    idempotency: IdempotencyStore | None = None
 
     def close(self) -> None:
         if self.delivery is not None:
@@ -114,5 +117,29 @@ def build_services(
         repo, conformance, policy, clock=clock or SystemClock(), packs=tuple(settings.policy_packs)
     )
     return Services(
-        settings=settings, repo=repo, pipeline=pipeline, policy=policy, conformance=conformance
+        settings=settings,
+        repo=repo,
+        pipeline=pipeline,
+        policy=policy,
+        conformance=conformance,
+        idempotency=build_idempotency(settings, repo),
+    )
+
+
+def build_idempotency(settings: Settings, repo: Repository) -> IdempotencyStore:
+    """On the store's own engine (its database is migrated by build_repository)."""
+    from datetime import timedelta
+
+    from adapter.store.outbox import OutboxRepository
+    from adapter.store.sql import SqlRepository, build_engine
+
+    sql = repo.sql if isinstance(repo, OutboxRepository) else repo
+    if isinstance(sql, SqlRepository):
+        engine = sql.engine
+    else:
+        engine = build_engine(settings.database_url, settings.database_schema)
+    return IdempotencyStore(
+        engine,
+        window=timedelta(hours=settings.idempotency_window_hours),
+        in_flight_timeout=timedelta(seconds=settings.idempotency_in_flight_seconds),
     )

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from adapter import __version__
 from adapter.api import exception_handlers
+from adapter.api.idempotency import IdempotencyMiddleware
 from adapter.api.routers import fhir_rest, messaging, metadata, operations
 from adapter.api.routers import smart as smart_routes
 from adapter.clock import Clock
@@ -60,4 +61,5 @@ def create_app(
     exception_handlers.install(app)
     for router, prefix in ROUTES:
         app.include_router(router, prefix=prefix)
+    app.add_middleware(IdempotencyMiddleware)  # outermost: replays the answer, 202s included
     return app
