@@ -122,6 +122,7 @@ def build_services(
         pipeline=pipeline,
         policy=policy,
         conformance=conformance,
+        delivery=build_delivery(settings, repo),
         idempotency=build_idempotency(settings, repo),
     )
 

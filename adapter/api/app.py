@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from adapter import __version__
 from adapter.api import exception_handlers
 from adapter.api.idempotency import IdempotencyMiddleware
-from adapter.api.routers import fhir_rest, messaging, metadata, operations
+from adapter.api.routers import fhir_rest, messaging, metadata, operations, outbox_status
 from adapter.api.routers import smart as smart_routes
 from adapter.clock import Clock
 from adapter.settings import Settings
@@ -25,6 +25,7 @@ ROUTES = (
     (metadata.router, "/fhir"),
     (operations.router, "/fhir"),
     (messaging.router, "/fhir"),
+    (outbox_status.router, "/fhir"),
     (fhir_rest.router, "/fhir"),
 )
 
@@ -61,5 +62,6 @@ def create_app(
     exception_handlers.install(app)
     for router, prefix in ROUTES:
         app.include_router(router, prefix=prefix)
+    app.add_middleware(outbox_status.AcceptedWhileDown)  # 202 while the backing server is down
     app.add_middleware(IdempotencyMiddleware)  # outermost: replays the answer, 202s included
     return app

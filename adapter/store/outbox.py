@@ -123,6 +123,20 @@ class Message:
     errors: list[JsonObject]
 
 
+@dataclass(frozen=True, slots=True)
+class MessageStatus:
+    id: int
+    status: Status
+    attempts: int
+    errors: list[JsonObject]
+    created_at: datetime
+    delivered_at: datetime | None
+    next_attempt_at: datetime
+    #: `Type/id` of each resource the message writes or deletes.
+    writes: list[str]
+    dead_letter_id: int | None
+
+
 @dataclass(slots=True)
 class PendingWrites:
     """The writes of one unit of work, in order, as transaction Bundle entries."""
@@ -281,6 +295,43 @@ class Outbox:
                 .values(**values)
             )
 
+    def message_status(self, message_id: int) -> MessageStatus | None:
+        """One message as the facade's status location reports it; None once purged."""
+        with translate_db_errors(may_retry=False), self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(
+                    MESSAGES.c.status,
+                    MESSAGES.c.attempts,
+                    MESSAGES.c.errors,
+                    MESSAGES.c.created_at,
+                    MESSAGES.c.delivered_at,
+                    MESSAGES.c.available_at,
+                ).where(MESSAGES.c.id == message_id)
+            ).first()
+            if row is None:
+                return None
+            writes = conn.execute(
+                sa.select(KEYS.c.resource_key)
+                .where(KEYS.c.message_id == message_id, KEYS.c.is_write.is_(True))
+                .order_by(KEYS.c.resource_key)
+            ).scalars()
+            dead_letter_id = conn.execute(
+                sa.select(sa.func.max(DEAD_LETTERS.c.id)).where(
+                    DEAD_LETTERS.c.message_id == message_id
+                )
+            ).scalar_one()
+        return MessageStatus(
+            id=message_id,
+            status=row.status,
+            attempts=int(row.attempts),
+            errors=json.loads(row.errors),
+            created_at=row.created_at,
+            delivered_at=row.delivered_at,
+            next_attempt_at=row.available_at,
+            writes=list(writes),
+            dead_letter_id=dead_letter_id,
+        )
+
     # -- operations (adapter outbox ...) --
 
     def status(self) -> dict[str, Any]:
@@ -392,6 +443,12 @@ class CircuitBreaker:
                 self._opened_at is not None
                 and time.monotonic() - self._opened_at < self.reset_seconds
             )
+
+    @property
+    def is_closed(self) -> bool:
+        """False while open or half-open: the backing server is believed to be down."""
+        with self._lock:
+            return self._opened_at is None
 
     @property
     def is_half_open(self) -> bool:
