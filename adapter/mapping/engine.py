@@ -201,7 +201,7 @@ class _Run:
             if res.foreach is not None:
                 instances = [i for i in self.record.group(res.foreach)]
             for instance in instances:
-                if instance is not None and not self.matches(res.where, instance):
+                if res.where and not self.matches(res.where, instance):
                     continue
                 if res.when is not None and not self.condition(res.when, instance):
                     continue

@@ -6,6 +6,7 @@ reason; the engine turns it into an Issue pointing at the source field.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from datetime import date, datetime
@@ -116,7 +117,14 @@ def _reference_id(value: str) -> Result:
     return value.lstrip("#").rsplit("/", 1)[-1], None
 
 
+def _xhtml(value: str) -> Result:
+    """Free text as a FHIR narrative div (escaped; one paragraph per line)."""
+    paragraphs = "".join(f"<p>{html.escape(line.strip())}</p>" for line in value.splitlines() if line.strip())
+    return f'<div xmlns="http://www.w3.org/1999/xhtml">{paragraphs}</div>', None
+
+
 TRANSFORMS: Final[dict[str, Transform]] = {
+    "xhtml": _xhtml,
     "text": _text,
     "nhs_number": _nhs_number,
     "integer": _integer,
