@@ -17,7 +17,7 @@ from adapter.mapping.inbound import Inbound
 from adapter.mapping.loader import load_registry
 from adapter.mapping.unit import UnitOutcome
 from adapter.settings import Settings
-from adapter.sources import read_extract, split_messages
+from adapter.sources import read_extract, record_from_resource, split_messages
 from adapter.sources.hl7v2 import parse_message
 from adapter.sources.record import SourceRecord
 
@@ -36,7 +36,22 @@ def _records(path: Path, kind: str) -> list[SourceRecord]:
     data = path.read_bytes()
     if kind == "hl7v2":
         return [parse_message(m) for m in split_messages(data)]
+    if kind == "fhir":
+        return fhir_records(data, path.name)
     return list(read_extract(data, path.name))
+
+
+def fhir_records(data: bytes, name: str) -> list[SourceRecord]:
+    """One FHIR resource, or each entry of a searchset/collection Bundle (e.g. e-RS worklist results)."""
+    from adapter.fhir import jsonio
+
+    resource = jsonio.loads(data.decode("utf-8-sig"))
+    if not isinstance(resource, dict):
+        raise typer.BadParameter(f"{name} is not a FHIR resource")
+    if resource.get("resourceType") == "Bundle" and resource.get("type") in ("searchset", "collection"):
+        return [record_from_resource(e["resource"], f"{name} entry {i}")
+                for i, e in enumerate(resource.get("entry") or []) if isinstance(e.get("resource"), dict)]
+    return [record_from_resource(resource, name)]
 
 
 def _dead_letter(handle: object, outcome: UnitOutcome) -> None:
