@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ from adapter.errors import (
     InputError,
     NotFound,
     PolicyViolation,
+    PreconditionFailed,
 )
 from adapter.fhir.identifiers import normalise_identifier_systems
 from adapter.fhir.parse import structural_issues
@@ -37,7 +38,12 @@ from adapter.fhir.search import parse_query_string
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue, has_blocking
 from adapter.outcome import operation_outcome
-from adapter.store.repository import Repository, StoredResource, find_one_or_none
+from adapter.store.repository import (
+    Repository,
+    SearchParam,
+    StoredResource,
+    find_one_or_none,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,7 @@ class _Entry:
     target_id: str | None = None
     skip_create: StoredResource | None = None  # conditional create matched
     conditional: str | None = None  # `PUT Type?criteria` (conditional update)
+    matched_id: str | None = None  # what the conditional update matched while preparing
     issues: list[Issue] = field(default_factory=list)
 
 
@@ -238,7 +245,9 @@ class Pipeline:
         self._raise_if_blocking(structural, judged)
         with self.repo.unit_of_work() as uow:
             if if_none_exist:
-                existing = find_one_or_none(uow, rt, parse_query_string(if_none_exist).params)
+                criteria = parse_query_string(if_none_exist).params
+                _lock(uow, rt, criteria)
+                existing = find_one_or_none(uow, rt, criteria)
                 if existing is not None:
                     return WriteResult(existing, created=False, issues=[], status=200)
             stored = uow.create(resource, id=resource["id"])
@@ -421,6 +430,23 @@ class Pipeline:
         return entries
 
     def transaction(self, bundle: JsonObject) -> JsonObject:
+        """All or nothing. Conditional matches are taken again under a lock inside the unit of
+        work; if a concurrent writer changed one in between, the whole Bundle is prepared again
+        (ids and references depend on the matches), at most three times."""
+        for _attempt in range(3):
+            try:
+                return self._transaction_once(bundle)
+            except _MatchChanged:
+                log.info("conditional match changed under a concurrent write; retrying")
+        raise PreconditionFailed(
+            [
+                Issue(
+                    "error", "conflict", "Conditional matches kept changing under concurrent writes"
+                )
+            ]
+        )
+
+    def _transaction_once(self, bundle: JsonObject) -> JsonObject:
         entries = self._parse_entries(bundle)
         mapping: dict[str, str] = {}
         # 1. ids: assign for POST, resolve conditional creates, take PUT ids from the URL
@@ -470,6 +496,7 @@ class Pipeline:
                                 )
                             ]
                         )
+                    e.matched_id = match.id if match is not None else None
                     e.target_id = match.id if match is not None else _new_id()
                 e.resource["id"] = e.target_id
             if e.full_url and e.target_type and e.target_id:
@@ -513,6 +540,7 @@ class Pipeline:
         # 4. write all or nothing, in the order R4 prescribes
         results: dict[int, JsonObject] = {}
         with self.repo.unit_of_work() as uow:
+            _recheck_conditional_matches(uow, entries)
             for e in sorted(entries, key=lambda x: (METHOD_ORDER[x.method], x.index)):
                 try:
                     results[e.index] = self._execute(uow, e, judged_by_entry.get(e.index, []), ctx)
@@ -629,6 +657,43 @@ class Pipeline:
                     }
                 )
         return {"resourceType": "Bundle", "id": _new_id(), "type": "batch-response", "entry": out}
+
+
+class _MatchChanged(Exception):
+    """A conditional match seen while preparing differs from the one under the lock."""
+
+
+def _lock(uow: Repository, resource_type: str, criteria: Sequence[SearchParam]) -> None:
+    lock = getattr(uow, "lock", None)
+    if callable(lock):
+        key = (
+            resource_type
+            + "?"
+            + "&".join(
+                f"{p.name}{':' + p.modifier if p.modifier else ''}={','.join(sorted(p.values))}"
+                for p in sorted(criteria, key=lambda p: (p.name, p.modifier or "", p.values))
+            )
+        )
+        lock(key)
+
+
+def _recheck_conditional_matches(uow: Repository, entries: list[_Entry]) -> None:
+    """Locks each conditional's criteria (in a stable order, so two writers cannot deadlock) and
+    checks the match is still the one the Bundle was prepared with."""
+    conditional = []
+    for e in entries:
+        query = e.if_none_exist if e.method == "POST" else e.conditional
+        if query and e.target_type:
+            conditional.append((e.target_type, parse_query_string(query).params, e))
+    conditional.sort(key=lambda c: (c[0], repr(c[1])))
+    for resource_type, criteria, e in conditional:
+        _lock(uow, resource_type, criteria)
+        match = find_one_or_none(uow, resource_type, criteria)
+        expected = e.skip_create.id if e.skip_create is not None else None
+        if e.method == "PUT":
+            expected = e.matched_id
+        if (match.id if match else None) != expected:
+            raise _MatchChanged
 
 
 def _without_meta(resource: JsonObject) -> JsonObject:

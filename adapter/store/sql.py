@@ -13,6 +13,7 @@ repository yielded by `unit_of_work()` holds one connection and belongs to one t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -283,6 +284,19 @@ class SqlRepository:
         """The open unit of work's connection (None outside one), so a collaborator such as the
         outbox can write its own rows in the same database transaction. Read-only."""
         return self._connection
+
+    def lock(self, key: str) -> None:
+        """Serialises conditional writes on the same criteria (two re-deliveries of one referral
+        must not both see "no match" and both create). Inside a unit of work only; PostgreSQL takes
+        a transaction-scoped advisory lock; SQLite units of work already hold the write lock
+        (BEGIN IMMEDIATE), so nothing more is needed there."""
+        if self._connection is None:
+            raise RuntimeError("lock() needs a unit of work")
+        if self._engine.dialect.name == "postgresql":
+            digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+            number = int.from_bytes(digest, "big", signed=True)
+            with translate_db_errors(may_retry=False):
+                self._connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": number})
 
     def close(self) -> None:
         """Closes the pool. Only the owner of the engine (the app's lifespan) should call this."""
