@@ -20,6 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TGZ = ROOT.parent / "shared" / "corpora" / "hl7.fhir.r4.examples-4.0.1.tgz"
 OUT = ROOT / "adapter" / "conformance" / "data" / "r4_core.json"
+TERMINOLOGY_OUT = ROOT / "adapter" / "conformance" / "data" / "r4_terminology.json"
 PACKAGE = "hl7.fhir.r4.examples"
 VERSION = "4.0.1"
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
@@ -203,8 +204,134 @@ def build(tgz: Path) -> dict[str, Any]:
     }
 
 
+def _concepts(concepts: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """code -> [display, designation values...] over the whole hierarchy."""
+    out: dict[str, list[str]] = {}
+    for c in concepts:
+        names = [c["display"]] if c.get("display") else []
+        names += [d["value"] for d in c.get("designation", []) if d.get("value")]
+        out[c["code"]] = names
+        out.update(_concepts(c.get("concept", [])))
+    return out
+
+
+def _extension_row(sd: dict[str, Any]) -> dict[str, Any]:
+    """Context, allowed value types, modifier flag and declared sub-extension URLs."""
+    row: dict[str, Any] = {
+        "context": [
+            [c.get("type", "element"), c.get("expression", "")] for c in sd.get("context", [])
+        ]
+    }
+    subs: list[str] = []
+    for e in sd.get("snapshot", {}).get("element", []):
+        if e["path"] == "Extension" and e.get("isModifier"):
+            row["modifier"] = True
+        if e["path"] == "Extension.value[x]":
+            row["types"] = [_type_code(t) for t in e.get("type", [])] if e.get("max") != "0" else []
+        if e["path"] == "Extension.extension.url" and e.get("fixedUri"):
+            subs.append(e["fixedUri"])
+    if subs:
+        row["subs"] = sorted(set(subs))
+    return row
+
+
+def _value_set_systems(url: str, value_sets: dict[str, Any], seen: set[str]) -> list[str] | None:
+    """The code systems a value set can draw codes from; None if an import cannot be resolved."""
+    vs = value_sets.get(url)
+    if vs is None or url in seen:
+        return None
+    out: set[str] = set()
+    for inc in vs.get("compose", {}).get("include", []):
+        if inc.get("system"):
+            out.add(inc["system"])
+        for imported in inc.get("valueSet", []):
+            sub = _value_set_systems(imported.split("|")[0], value_sets, seen | {url})
+            if sub is None:
+                return None
+            out.update(sub)
+    return sorted(out) if out else None
+
+
+def build_terminology(tgz: Path) -> dict[str, Any]:
+    """Complete code systems (code -> displays), canonical URL -> type, extension definitions."""
+    canonical: dict[str, str] = {}
+    value_sets: dict[str, Any] = {}
+    code_systems: dict[str, Any] = {}
+    extensions: dict[str, Any] = {}
+    with tarfile.open(tgz) as tar:
+        for member in tar.getmembers():
+            name = member.name.rsplit("/", 1)[-1]
+            if not name.endswith(".json") or name == "package.json":
+                continue
+            fh = tar.extractfile(member)
+            if fh is None:
+                continue
+            res = json.loads(fh.read())
+            url = res.get("url")
+            if not isinstance(url, str) or "resourceType" not in res:
+                continue
+            rt = res["resourceType"]
+            if rt in (
+                "CodeSystem",
+                "ValueSet",
+                "StructureDefinition",
+                "Questionnaire",
+                "SearchParameter",
+                "OperationDefinition",
+                "CapabilityStatement",
+                "ConceptMap",
+                "NamingSystem",
+                "StructureMap",
+                "ImplementationGuide",
+                "CompartmentDefinition",
+                "MessageDefinition",
+                "GraphDefinition",
+                "PlanDefinition",
+                "ActivityDefinition",
+                "Library",
+                "Measure",
+            ):
+                canonical[url] = rt
+            if rt == "ValueSet":
+                value_sets[url] = res
+            if rt == "CodeSystem" and res.get("content") == "complete":
+                code_systems[url] = {
+                    "case_sensitive": bool(res.get("caseSensitive", False)),
+                    "concepts": _concepts(res.get("concept", [])),
+                }
+            if (
+                rt == "StructureDefinition"
+                and res.get("type") == "Extension"
+                and res.get("derivation") == "constraint"
+            ):
+                extensions[url] = _extension_row(res)
+    return {
+        "source": {
+            "package": PACKAGE,
+            "version": VERSION,
+            "generator": "tools/gen_conformance_tables.py",
+        },
+        "canonical_types": canonical,
+        "value_set_systems": {
+            url: systems
+            for url in sorted(value_sets)
+            if (systems := _value_set_systems(url, value_sets, set())) is not None
+        },
+        "code_systems": code_systems,
+        "extensions": extensions,
+    }
+
+
 def main() -> None:
     tgz = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_TGZ
+    terminology = build_terminology(tgz)
+    TERMINOLOGY_OUT.write_text(
+        json.dumps(terminology, separators=(",", ":"), sort_keys=True) + "\n", encoding="utf-8"
+    )
+    print(  # noqa: T201
+        f"{TERMINOLOGY_OUT}: {len(terminology['code_systems'])} complete code systems, "
+        f"{len(terminology['extensions'])} extensions, {len(terminology['canonical_types'])} canonicals"
+    )
     table = build(tgz)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(

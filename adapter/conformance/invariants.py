@@ -96,6 +96,9 @@ REWRITES: Final[dict[str, tuple[str, str]]] = {
         " is Boolean",
         " is boolean",
     ),  # fhirpathpy: System.Boolean does not match FHIR boolean
+    # R4 publishes "count() > 2" for the text "more than one" (fixed in R4B/R5 as "> 1"); the
+    # reference validator applies the corrected expression.
+    "que-12": ("enableWhen.count() > 2", "enableWhen.count() > 1"),
 }
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Final
 
+from adapter.conformance import ucum
+from adapter.conformance.terminology import KnownArtefacts
 from adapter.fhir.references import parse_reference
 from adapter.fhir.types import JsonObject, JsonValue
 from adapter.issue import Issue
@@ -21,6 +23,7 @@ from adapter.issue import Issue
 QuestionnaireLookup = Callable[[str], JsonObject | None]
 
 _EXT: Final = "http://hl7.org/fhir/StructureDefinition/"
+_SDC: Final = "http://hl7.org/fhir/uv/sdc/StructureDefinition/"
 #: item.type -> the answer[x] property names allowed.
 ANSWER_TYPES: Final[dict[str, tuple[str, ...]]] = {
     "boolean": ("valueBoolean",),
@@ -41,8 +44,8 @@ ANSWER_TYPES: Final[dict[str, tuple[str, ...]]] = {
 _COMPARABLE: Final = ("valueInteger", "valueDecimal", "valueDate", "valueDateTime", "valueTime")
 
 
-def _ext(item: JsonObject, name: str) -> list[JsonValue]:
-    url = _EXT + name
+def _ext(item: JsonObject, name: str, base: str = _EXT) -> list[JsonValue]:
+    url = base + name
     out: list[JsonValue] = []
     for e in item.get("extension") or []:
         if isinstance(e, dict) and e.get("url") == url:
@@ -69,7 +72,13 @@ def _same_coding(a: JsonValue, b: JsonValue) -> bool:
 class QuestionnaireChecker:
     """Checks one QuestionnaireResponse against one Questionnaire."""
 
-    def __init__(self, questionnaire: JsonObject, response: JsonObject) -> None:
+    def __init__(
+        self,
+        questionnaire: JsonObject,
+        response: JsonObject,
+        known: KnownArtefacts | None = None,
+    ) -> None:
+        self.known = known
         self.q = questionnaire
         self.qr = response
         self.issues: list[Issue] = []
@@ -200,10 +209,33 @@ class QuestionnaireChecker:
             for lim in _ext(q, "questionnaire-maxOccurs"):
                 if isinstance(lim, int) and len(answers) > lim:
                     self._error("structure", f"The maximum number of answers is {lim}", path)
+        if len(answers) > 1:
+            self._exclusive(q, answers, path)
         for j, a in enumerate(answers):
             self._answer(q, a, f"{path}.answer[{j}]")
             if a.get("item"):
                 self._items(q.get("item") or [], a["item"], f"{path}.answer[{j}]")
+
+    def _exclusive(self, q: JsonObject, answers: list[JsonObject], path: str) -> None:
+        """questionnaire-optionExclusive: such an option cannot be selected with any other."""
+        exclusive = [
+            v
+            for o in q.get("answerOption") or []
+            if isinstance(o, dict) and True in _ext(o, "questionnaire-optionExclusive")
+            for k, v in o.items()
+            if k.startswith("value")
+        ]
+        for j, a in enumerate(answers):
+            got = _answer_value(a)
+            if got is not None and any(
+                _same_coding(got[1], e) if got[0] == "valueCoding" else got[1] == e
+                for e in exclusive
+            ):
+                self._error(
+                    "business-rule",
+                    "The selected answer is an exclusive option: nothing else can be selected",
+                    f"{path}.answer[{j}]",
+                )
 
     def _answer(self, q: JsonObject, a: JsonObject, path: str) -> None:
         got = _answer_value(a)
@@ -251,6 +283,8 @@ class QuestionnaireChecker:
             for rx in _ext(q, "regex"):
                 if isinstance(rx, str) and not _safe_match(rx, value):
                     self._error("value", "The answer does not match the required format", path)
+        if key == "valueQuantity" and isinstance(value, dict):
+            self._quantity(q, value, path)
         if key == "valueDecimal" and isinstance(value, Decimal):
             exponent = value.as_tuple().exponent
             places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
@@ -273,6 +307,64 @@ class QuestionnaireChecker:
                 if rt and rt not in types:
                     self._error("structure", f"Reference to {rt} is not allowed here", path)
 
+    def _quantity(self, q: JsonObject, value: JsonObject, path: str) -> None:
+        """SDC minQuantity/maxQuantity, questionnaire-unitOption and -unitValueSet."""
+        path = f"{path}.valueQuantity"
+        for name, sign, word in (("minQuantity", -1, "minimum"), ("maxQuantity", 1, "maximum")):
+            for lim in _ext(q, f"sdc-questionnaire-{name}", _SDC):
+                if not isinstance(lim, dict):
+                    continue
+                got = _formal(value)
+                limit = _formal(lim)
+                if got is None or limit is None:
+                    self._error(
+                        "invariant",
+                        f"The quantity cannot be compared to the allowed {word} because no "
+                        "formal (UCUM) units are specified",
+                        path,
+                    )
+                    continue
+                order = ucum.compare(got[0], got[1], limit[0], limit[1])
+                if order == "incomparable":
+                    self._error(
+                        "invariant",
+                        f"The quantity's unit {got[1]} cannot be compared to the allowed "
+                        f"{word}'s unit {limit[1]}",
+                        path,
+                    )
+                elif order == sign:
+                    self._error(
+                        "invariant",
+                        f"The quantity is {'less' if sign < 0 else 'greater'} than the allowed "
+                        f"{word} of {limit[0]} {limit[1]}",
+                        path,
+                    )
+        options = [o for o in _ext(q, "questionnaire-unitOption") if isinstance(o, dict)]
+        if options and not any(
+            o.get("system") == value.get("system") and o.get("code") == value.get("code")
+            for o in options
+        ):
+            allowed = ", ".join(str(o.get("code")) for o in options)
+            self._error("invariant", f"The unit is not one of the allowed units ({allowed})", path)
+        for vs in _ext(q, "questionnaire-unitValueSet"):
+            systems = (
+                self.known.systems_of_value_set(vs) if self.known and isinstance(vs, str) else None
+            )
+            if systems is not None and (
+                value.get("system") not in systems or not isinstance(value.get("code"), str)
+            ):
+                self._error("invariant", f"The unit is not in the unit value set '{vs}'", path)
+
+
+def _formal(quantity: JsonObject) -> tuple[Decimal, str] | None:
+    """(value, UCUM code) when the quantity states a UCUM code and a numeric value."""
+    value, code = quantity.get("value"), quantity.get("code")
+    if quantity.get("system") != ucum.UCUM_SYSTEM or not isinstance(code, str):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        return None
+    return Decimal(value), code
+
 
 def _lt(a: JsonValue, b: JsonValue) -> bool:
     if isinstance(a, str) and isinstance(b, str):
@@ -291,5 +383,8 @@ def _safe_match(pattern: str, value: str) -> bool:
         return True
 
 
-def questionnaire_issues(questionnaire: JsonObject, response: JsonObject) -> list[Issue]:
-    return QuestionnaireChecker(questionnaire, response).run()
+def questionnaire_issues(
+    questionnaire: JsonObject, response: JsonObject, known: KnownArtefacts | None = None
+) -> list[Issue]:
+    """`known` supplies value sets (questionnaire-unitValueSet); without it they are not judged."""
+    return QuestionnaireChecker(questionnaire, response, known).run()

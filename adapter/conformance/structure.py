@@ -15,8 +15,10 @@ from typing import Final
 from adapter.conformance.bindings import code_in, coding_in, core_valueset
 from adapter.conformance.bundles import attachment_problem
 from adapter.conformance.definitions import Child, CoreDefinitions, ElementDef
+from adapter.conformance.extensions import UnknownExtensionPolicy, context_names, extension_issues
 from adapter.conformance.invariants import InvariantRunner, compiled
 from adapter.conformance.primitives import primitive_problem
+from adapter.conformance.terminology import KnownArtefacts, coding_problem, core_artefacts
 from adapter.fhir.types import JsonObject, JsonValue
 from adapter.issue import Issue
 
@@ -36,6 +38,9 @@ class FoundReference:
 class WalkResult:
     issues: list[Issue] = field(default_factory=list)
     references: list[FoundReference] = field(default_factory=list)
+    #: Code systems and extension definitions known for this call.
+    known: KnownArtefacts = field(default_factory=core_artefacts)
+    unknown_extensions: UnknownExtensionPolicy = "allow"
 
 
 class InstanceWalker:
@@ -69,6 +74,7 @@ class InstanceWalker:
         out: WalkResult,
         *,
         is_resource_root: bool = False,
+        element_path: str | None = None,
     ) -> None:
         defs = self._defs
         keys = [k for k in node if k != "resourceType"]
@@ -83,6 +89,14 @@ class InstanceWalker:
             )
             return
         children = defs.children(def_path)
+        if "extension" in node or "modifierExtension" in node:
+            names = context_names(
+                def_path,
+                element_path or def_path,
+                is_resource_root,
+                is_resource_root and "url" in children,
+            )
+            out.issues += extension_issues(node, names, path, out.known, out.unknown_extensions)
         if def_path == "Extension" or def_path.endswith(".extension"):
             has_value = any(k.startswith("value") for k in node)
             if ("extension" in node) == has_value:
@@ -97,7 +111,15 @@ class InstanceWalker:
         for key in keys:
             value = node[key]
             if key.startswith("_"):
-                self._primitive_extension(value, f"{path}.{key[1:]}", out)
+                prim = children.get(key[1:])
+                self._primitive_extension(
+                    value,
+                    f"{path}.{key[1:]}",
+                    (prim.type_code, f"{def_path}.{prim.name}") if prim else None,
+                    resource,
+                    root,
+                    out,
+                )
                 continue
             child = children.get(key)
             if child is None:
@@ -112,7 +134,7 @@ class InstanceWalker:
                 )
             for i, item in enumerate(items):
                 item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
-                self._item(child, item, item_path, resource, root, out)
+                self._item(child, item, item_path, resource, root, out, f"{def_path}.{child.name}")
         for req in defs.required_children(def_path):
             name = req.path.rsplit(".", 1)[-1]
             if name.endswith("[x]"):
@@ -143,6 +165,7 @@ class InstanceWalker:
         resource: JsonObject,
         root: JsonObject,
         out: WalkResult,
+        element_path: str,
     ) -> None:
         defs = self._defs
         el, type_code = child.element, child.type_code
@@ -174,6 +197,11 @@ class InstanceWalker:
             return
         if el.binding and type_code in ("Coding", "CodeableConcept"):
             self._binding(el, type_code, item, path, out)
+        if type_code == "Coding":
+            wrong = coding_problem(out.known, item)
+            if wrong is not None:
+                code, text, sub = wrong
+                out.issues.append(Issue("error", code, text, f"{path}.{sub}"))  # type: ignore[arg-type]  # codes are IssueCode literals
         if type_code == "Attachment":
             problem = attachment_problem(item)
             if problem is not None:
@@ -182,7 +210,7 @@ class InstanceWalker:
             out.references.append(FoundReference(path, item, el.targets, resource, root))
         if el.constraints and child.def_path != el.path:
             self._invariants(el.constraints, item, child.def_path, path, resource, root, out)
-        self._walk(item, child.def_path, path, resource, root, out)
+        self._walk(item, child.def_path, path, resource, root, out, element_path=element_path)
 
     def _binding(
         self, el: ElementDef, type_code: str, item: JsonObject, path: str, out: WalkResult
@@ -209,11 +237,29 @@ class InstanceWalker:
                 )
             )
 
-    def _primitive_extension(self, value: JsonValue, path: str, out: WalkResult) -> None:
+    def _primitive_extension(
+        self,
+        value: JsonValue,
+        path: str,
+        primitive: tuple[str, str] | None,
+        resource: JsonObject,
+        root: JsonObject,
+        out: WalkResult,
+    ) -> None:
+        """`_name`: the Element part of a primitive (id and extensions)."""
         items = value if isinstance(value, list) else [value]
         for i, item in enumerate(items):
+            where = f"{path}[{i}]" if isinstance(value, list) else path
+            if isinstance(item, dict) and item.get("extension") and primitive is not None:
+                type_name, element_path = primitive
+                names = context_names(type_name, element_path, False)
+                out.issues += extension_issues(
+                    item, names, where, out.known, out.unknown_extensions
+                )
+                for j, ext in enumerate(item["extension"]):
+                    if isinstance(ext, dict):
+                        self._walk(ext, "Extension", f"{where}.extension[{j}]", resource, root, out)
             if isinstance(item, dict) and (not item or list(item) == ["id"]):
-                where = f"{path}[{i}]" if isinstance(value, list) else path
                 out.issues.append(
                     Issue(
                         "error",

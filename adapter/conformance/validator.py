@@ -13,12 +13,14 @@ from pathlib import Path
 
 from adapter.conformance.bundles import bundle_issues
 from adapter.conformance.definitions import core_definitions
+from adapter.conformance.extensions import UnknownExtensionPolicy
 from adapter.conformance.identifiers import identifier_issues
 from adapter.conformance.invariants import InvariantRunner
 from adapter.conformance.profiles import ProfileRegistry
 from adapter.conformance.questionnaire import QuestionnaireLookup, questionnaire_issues
 from adapter.conformance.references import reference_issues
 from adapter.conformance.structure import InstanceWalker, WalkResult
+from adapter.conformance.terminology import KnownArtefacts, core_artefacts
 from adapter.context import ValidationContext
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
@@ -32,7 +34,8 @@ class ConformanceValidator:
     """The conformance stage. Built once at start-up; `validate` is pure and thread-safe.
 
     `questionnaire_lookup` resolves a Questionnaire canonical (e.g. from the store's search) when it
-    is not in the Bundle, contained, or profiles/questionnaires/.
+    is not in the Bundle, contained, or profiles/questionnaires/. `unknown_extensions` says what
+    an extension we hold no definition for is worth (extensions.py): "allow" or "error".
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class ConformanceValidator:
         *,
         profiles_dir: Path | None = None,
         questionnaire_lookup: QuestionnaireLookup | None = None,
+        unknown_extensions: UnknownExtensionPolicy = "allow",
     ) -> None:
         if profiles_dir is None:
             from adapter.settings import Settings
@@ -48,6 +52,15 @@ class ConformanceValidator:
         self.profiles_dir = profiles_dir
         self.profiles = ProfileRegistry.load(profiles_dir)
         self.questionnaire_lookup = questionnaire_lookup
+        self.unknown_extensions: UnknownExtensionPolicy = unknown_extensions
+        self._known: KnownArtefacts = core_artefacts().with_supporting(
+            [
+                *self.profiles.structure_definitions.values(),
+                *self.profiles.code_systems.values(),
+                *self.profiles.value_sets.values(),
+                *self.profiles.questionnaires.values(),
+            ]
+        )
         self._walker = InstanceWalker(core_definitions(), InvariantRunner())
 
     def validate(self, resource: JsonObject, ctx: ValidationContext) -> list[Issue]:
@@ -59,7 +72,8 @@ class ConformanceValidator:
         """As `validate`, with extra Questionnaires and profiles available for this call only."""
         supporting = list(supporting)
         rt = str(resource.get("resourceType", "Resource"))
-        walk = WalkResult()
+        known = self._known.with_supporting(supporting) if supporting else self._known
+        walk = WalkResult(known=known, unknown_extensions=self.unknown_extensions)
         self._walker.walk_resource(resource, rt, None, walk)
         issues = walk.issues
         issues += reference_issues(
@@ -83,8 +97,19 @@ class ConformanceValidator:
             elif q is not None:
                 issues += [
                     i.rebased(path) if path != "QuestionnaireResponse" else i
-                    for i in questionnaire_issues(q, qr)
+                    for i in questionnaire_issues(q, qr, known)
                 ]
+            elif isinstance(qr.get("questionnaire"), str):
+                found = known.canonical_type(qr["questionnaire"])
+                if found is not None and found != "Questionnaire":
+                    issues.append(
+                        Issue(
+                            "error",
+                            "invalid",
+                            f"The questionnaire canonical refers to a {found}, not a Questionnaire",
+                            f"{path}.questionnaire",
+                        )
+                    )
         return issues
 
     def _find_questionnaire(

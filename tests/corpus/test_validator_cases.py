@@ -17,9 +17,11 @@ from tests.corpus.harness import questionnaire_cases, r4_json_cases, require_cor
 pytestmark = pytest.mark.corpus
 
 #: (minimum agreement, maximum false errors) per slice.
-#: The R4 JSON false errors are deliberate: JSON with comments (refused by adapter.fhir.jsonio) and
-#: malformed urn:uuid references (issue #3 requires rejecting malformed references).
-FLOORS = {"R4 JSON, no packages, no tx server": (0.78, 4), "R4 Questionnaire/QR": (0.82, 0)}
+#: The R4 JSON false errors are deliberate: JSON with comments (refused by adapter.fhir.jsonio; the
+#: cases set the reference validator's allow-comments option), malformed urn:uuid references (issue #3
+#: requires rejecting malformed references) and two matchetype cases whose example.org extensions
+#: the reference validator lets through although it rejects them elsewhere (pat-example-extensions).
+FLOORS = {"R4 JSON, no packages, no tx server": (0.85, 6), "R4 Questionnaire/QR": (0.97, 0)}
 
 
 @pytest.mark.parametrize(

@@ -178,7 +178,11 @@ def test_risk_assessment_binding_to_our_value_set(validator):
         ],
         "meta": {"profile": [f"{BASE}/StructureDefinition/MH-RiskAssessment"]},
     }
-    assert errors(validator, ra) == [("code-invalid", "RiskAssessment.prediction[0].outcome")]
+    # the code is neither in our (complete) CodeSystem nor, therefore, in the bound ValueSet
+    assert errors(validator, ra) == [
+        ("code-invalid", "RiskAssessment.prediction[0].outcome.coding[0].code"),
+        ("code-invalid", "RiskAssessment.prediction[0].outcome"),
+    ]
 
 
 def test_unknown_profile_of_ours_is_an_error(validator):
