@@ -446,7 +446,39 @@ class Pipeline:
             ]
         )
 
-    def _transaction_once(self, bundle: JsonObject) -> JsonObject:
+    def transaction_batch(self, bundles: Sequence[JsonObject]) -> list[JsonObject | AdapterError]:
+        """Many independent transaction Bundles in one database commit, for bulk ingest.
+
+        Each Bundle is still all or nothing (a savepoint of its own) and sees the writes of the
+        Bundles before it; the batch shares one commit (one fsync) instead of one per Bundle.
+        Nothing is durable until this returns, so a caller reports acceptance only afterwards.
+        A store without savepoints gets one transaction per Bundle.
+        """
+        results: list[JsonObject | AdapterError] = []
+        with self.repo.unit_of_work() as uow:
+            savepoint = getattr(uow, "savepoint", None)
+            if not callable(savepoint):
+                return [self._try_transaction(b) for b in bundles]
+            for bundle in bundles:
+                try:
+                    with savepoint():
+                        results.append(self._transaction_once(bundle, uow))
+                except AdapterError as exc:
+                    results.append(exc)
+                except _MatchChanged:  # cannot happen on one connection; be explicit anyway
+                    results.append(PreconditionFailed("Conditional match changed"))
+        return results
+
+    def _try_transaction(self, bundle: JsonObject) -> JsonObject | AdapterError:
+        try:
+            return self.transaction(bundle)
+        except AdapterError as exc:
+            return exc
+
+    def _transaction_once(self, bundle: JsonObject, repo: Repository | None = None) -> JsonObject:
+        """One attempt. `repo` is where preparation reads and writes go (a batch's open unit of
+        work); by default reads use the repository and writes a fresh unit of work."""
+        reader = repo if repo is not None else self.repo
         entries = self._parse_entries(bundle)
         mapping: dict[str, str] = {}
         # 1. ids: assign for POST, resolve conditional creates, take PUT ids from the URL
@@ -457,7 +489,7 @@ class Pipeline:
                 if e.if_none_exist:
                     try:
                         match = find_one_or_none(
-                            self.repo,
+                            reader,
                             str(e.target_type),
                             parse_query_string(e.if_none_exist).params,
                         )
@@ -479,7 +511,7 @@ class Pipeline:
                     # R4 conditional update: one match -> update it; none -> create; several -> 412
                     try:
                         match = find_one_or_none(
-                            self.repo, str(e.target_type), parse_query_string(e.conditional).params
+                            reader, str(e.target_type), parse_query_string(e.conditional).params
                         )
                     except AdapterError as exc:
                         raise type(exc)(
@@ -516,7 +548,9 @@ class Pipeline:
         }
         # 3. judge every resource as it will be stored, with the whole Bundle in view. Entries whose
         #    ifNoneExist matched are judged too: bad content is refused even when it would not be written.
-        ctx = self.context(bundle=final_bundle, mode="create")
+        ctx = self.context(
+            bundle=final_bundle, mode="create", store_lookup=self._store_lookup(reader)
+        )
         structural_all: list[Issue] = []
         judged_all: list[Issue] = []
         judged_by_entry: dict[int, list[Issue]] = {}
@@ -526,7 +560,7 @@ class Pipeline:
             ctx.entry_index = e.index
             ctx.mode = "update" if e.method == "PUT" else "create"
             ctx.previous = (
-                self._store_lookup(self.repo)(str(e.target_type), str(e.target_id))
+                self._store_lookup(reader)(str(e.target_type), str(e.target_id))
                 if e.method == "PUT"
                 else None
             )
@@ -539,8 +573,9 @@ class Pipeline:
         self._raise_if_blocking(structural_all, judged_all)
         # 4. write all or nothing, in the order R4 prescribes
         results: dict[int, JsonObject] = {}
-        with self.repo.unit_of_work() as uow:
-            _recheck_conditional_matches(uow, entries)
+        with (reader if repo is not None else self.repo).unit_of_work() as uow:
+            if repo is None:  # prepared on other connections: take the matches again under lock
+                _recheck_conditional_matches(uow, entries)
             for e in sorted(entries, key=lambda x: (METHOD_ORDER[x.method], x.index)):
                 try:
                     results[e.index] = self._execute(uow, e, judged_by_entry.get(e.index, []), ctx)

@@ -13,6 +13,7 @@ repository yielded by `unit_of_work()` holds one connection and belongs to one t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -284,6 +285,22 @@ class SqlRepository:
         """The open unit of work's connection (None outside one), so a collaborator such as the
         outbox can write its own rows in the same database transaction. Read-only."""
         return self._connection
+
+    @contextmanager
+    def savepoint(self) -> Iterator[SqlRepository]:
+        """A nested all-or-nothing step inside an open unit of work (SAVEPOINT)."""
+        if self._connection is None:
+            raise RuntimeError("savepoint() needs a unit of work")
+        with translate_db_errors(may_retry=False):
+            nested = self._connection.begin_nested()
+        try:
+            yield self
+        except BaseException:
+            with translate_db_errors(may_retry=False):
+                nested.rollback()
+            raise
+        with translate_db_errors(may_retry=False):
+            nested.commit()
 
     def lock(self, key: str) -> None:
         """Serialises conditional writes on the same criteria (two re-deliveries of one referral
@@ -713,6 +730,12 @@ def _unsupported_modifier(param: SearchParam) -> InputError:
     )
 
 
+@functools.cache
+def _index_alias(prefix: str, n: int) -> sa.TableClause:
+    """Aliases are built once: making one copies every column, which cost more than the query."""
+    return INDEX_TABLE.alias(f"{prefix}{n}")  # type: ignore[return-value]
+
+
 def _param_condition(resource_type: str, param: SearchParam, n: int) -> sa.ColumnElement[bool]:
     if not param.values:
         raise _invalid(f"Search parameter '{param.name}' has no value", param.name)
@@ -730,7 +753,7 @@ def _param_condition(resource_type: str, param: SearchParam, n: int) -> sa.Colum
         raise _unknown_param(resource_type, param.name)
     # `id IN (subquery)` rather than a correlated EXISTS: both databases then start from the
     # selective index lookup instead of probing the index once per resource of the type.
-    index = INDEX_TABLE.alias(f"i{n}")
+    index = _index_alias("i", n)
 
     def matching(*criteria: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
         owners = sa.select(index.c.resource_id).where(
@@ -747,7 +770,7 @@ def _param_condition(resource_type: str, param: SearchParam, n: int) -> sa.Colum
         # The reference carries the identifier itself (logical reference), or points at a
         # resource whose `identifier` matches: Patients with this NHS number, then their referrals.
         tokens = [search_index.parse_token(param.name, value) for value in param.values]
-        target = INDEX_TABLE.alias(f"t{n}")
+        target = _index_alias("t", n)
         targets = sa.select(target.c.resource_type, target.c.resource_id).where(
             target.c.param == "identifier", sa.or_(*(_token_condition(target, t) for t in tokens))
         )
