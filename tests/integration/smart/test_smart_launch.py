@@ -1,10 +1,13 @@
-# ruff: noqa: F811  (pytest fixtures are imported from test_smart_harness)
 """App launch (Inferno smart_stu2_2 groups 1, 2 and 4): PKCE, state, token response, ID token,
-refresh, introspection, revocation, EHR launch; and the real `fhirclient` library doing a launch."""
+refresh, introspection, revocation, EHR launch; and the real `fhirclient` library doing a launch.
+
+Each test registers its own app (a `unique` client id) and seeds its own patient on the session's
+server; the tests of code and refresh-token state run on both database backends."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -12,35 +15,58 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.integration.test_smart_harness import (  # noqa: F401 - fixtures
+from tests.integration.smart.harness import (
     REDIRECT,
     app_launch,
     authorize,
     bearer,
     callback_params,
-    live,
     pkce,
     register_app,
     seed_referral,
-    sqlite_settings,
     system_token,
+    unique,
 )
 
 pytestmark = pytest.mark.integration
 SCOPE = "launch/patient openid fhirUser offline_access patient/ServiceRequest.rs patient/Patient.rs"
 
 
+@dataclass
+class PatientApp:
+    """A registered app and the seeded referral its standalone launches get as patient context."""
+
+    client_id: str
+    ids: dict[str, str]
+
+    def __getitem__(self, resource_type: str) -> str:
+        return self.ids[resource_type]
+
+
+def _patient_app(server, launch_patient) -> PatientApp:
+    ids = seed_referral(server)
+    launch_patient(server, ids["Patient"])
+    client_id = unique("app")
+    register_app(server, client_id, scope=SCOPE)
+    return PatientApp(client_id, ids)
+
+
 @pytest.fixture
-def patient_app(live):
-    ids = seed_referral(live)
-    live.smart.auth.dev_patient = ids["Patient"]
-    register_app(live, "app-1", scope=SCOPE)
-    return ids
+def patient_app(live, launch_patient) -> PatientApp:
+    return _patient_app(live, launch_patient)
+
+
+@pytest.fixture
+def patient_app_db(live_db, launch_patient) -> PatientApp:
+    """The same on the parametrised database (SQLite and PostgreSQL): codes and refresh tokens."""
+    return _patient_app(live_db, launch_patient)
 
 
 def test_code_is_received_with_state_echoed(live, patient_app):
     _, challenge = pkce()
-    params = callback_params(authorize(live, "app-1", SCOPE, challenge=challenge, state="xyz-123"))
+    params = callback_params(
+        authorize(live, patient_app.client_id, SCOPE, challenge=challenge, state="xyz-123")
+    )
     assert params["state"] == "xyz-123"
     assert "code" in params
     assert "error" not in params
@@ -50,21 +76,23 @@ def test_code_is_received_with_state_echoed(live, patient_app):
     ("challenge", "method"), [("x" * 43, "plain"), ("x" * 43, None), (None, None)]
 )
 def test_pkce_plain_or_missing_is_refused(live, patient_app, challenge, method):
-    params = callback_params(authorize(live, "app-1", SCOPE, challenge=challenge, method=method))
+    params = callback_params(
+        authorize(live, patient_app.client_id, SCOPE, challenge=challenge, method=method)
+    )
     assert params["error"] == "invalid_request"
     assert params["state"] == "st-1"
 
 
 def test_wrong_code_verifier_is_invalid_grant(live, patient_app):
     _, challenge = pkce()
-    params = callback_params(authorize(live, "app-1", SCOPE, challenge=challenge))
+    params = callback_params(authorize(live, patient_app.client_id, SCOPE, challenge=challenge))
     r = httpx.post(
         live.token_url,
         data={
             "grant_type": "authorization_code",
             "code": params["code"],
             "redirect_uri": REDIRECT,
-            "client_id": "app-1",
+            "client_id": patient_app.client_id,
             "code_verifier": pkce()[0],
         },
     )
@@ -75,20 +103,32 @@ def test_wrong_code_verifier_is_invalid_grant(live, patient_app):
 def test_wrong_aud_is_refused(live, patient_app):
     _, challenge = pkce()
     params = callback_params(
-        authorize(live, "app-1", SCOPE, challenge=challenge, aud="https://other.example/fhir")
+        authorize(
+            live,
+            patient_app.client_id,
+            SCOPE,
+            challenge=challenge,
+            aud="https://other.example/fhir",
+        )
     )
     assert params["error"] == "invalid_request"
 
 
 def test_unknown_redirect_uri_is_not_redirected_to(live, patient_app):
     _, challenge = pkce()
-    r = authorize(live, "app-1", SCOPE, challenge=challenge, redirect_uri="https://evil.example/cb")
+    r = authorize(
+        live,
+        patient_app.client_id,
+        SCOPE,
+        challenge=challenge,
+        redirect_uri="https://evil.example/cb",
+    )
     assert r.status_code == 400
     assert "location" not in r.headers
 
 
 def test_token_response_body_and_headers(live, patient_app):
-    r = app_launch(live, "app-1", SCOPE)
+    r = app_launch(live, patient_app.client_id, SCOPE)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["token_type"].lower() == "bearer"
@@ -101,14 +141,15 @@ def test_token_response_body_and_headers(live, patient_app):
     assert "no-cache" in r.headers["pragma"]
 
 
-def test_code_is_single_use(live, patient_app):
+def test_code_is_single_use(live_db, patient_app_db):
+    live, patient_app = live_db, patient_app_db
     verifier, challenge = pkce()
-    params = callback_params(authorize(live, "app-1", SCOPE, challenge=challenge))
+    params = callback_params(authorize(live, patient_app.client_id, SCOPE, challenge=challenge))
     data = {
         "grant_type": "authorization_code",
         "code": params["code"],
         "redirect_uri": REDIRECT,
-        "client_id": "app-1",
+        "client_id": patient_app.client_id,
         "code_verifier": verifier,
     }
     assert httpx.post(live.token_url, data=data).status_code == 200
@@ -118,7 +159,7 @@ def test_code_is_single_use(live, patient_app):
 
 
 def test_id_token_is_rs256_with_required_claims_and_resolvable_fhir_user(live, patient_app):
-    body = app_launch(live, "app-1", SCOPE).json()
+    body = app_launch(live, patient_app.client_id, SCOPE).json()
     config = httpx.get(f"{live.base}/.well-known/smart-configuration").json()
     keys = KeySet.import_key_set(httpx.get(config["jwks_uri"]).json())
     token = jwt.decode(body["id_token"], keys, algorithms=["RS256"])
@@ -126,7 +167,7 @@ def test_id_token_is_rs256_with_required_claims_and_resolvable_fhir_user(live, p
     assert token.header["kid"]
     claims = token.claims
     assert claims["iss"] == config["issuer"]
-    assert claims["aud"] == "app-1"
+    assert claims["aud"] == patient_app.client_id
     assert claims["exp"] > time.time()
     assert claims["iat"] <= time.time() + 5
     assert 0 < len(claims["sub"]) <= 255
@@ -141,12 +182,13 @@ def test_id_token_is_rs256_with_required_claims_and_resolvable_fhir_user(live, p
 
 
 @pytest.mark.parametrize("narrower", [None, "patient/ServiceRequest.rs"])
-def test_refresh_gives_a_token_with_same_or_narrower_scopes(live, patient_app, narrower):
-    first = app_launch(live, "app-1", SCOPE).json()
+def test_refresh_gives_a_token_with_same_or_narrower_scopes(live_db, patient_app_db, narrower):
+    live, patient_app = live_db, patient_app_db
+    first = app_launch(live, patient_app.client_id, SCOPE).json()
     data = {
         "grant_type": "refresh_token",
         "refresh_token": first["refresh_token"],
-        "client_id": "app-1",
+        "client_id": patient_app.client_id,
     }
     if narrower:
         data["scope"] = narrower
@@ -168,7 +210,7 @@ def test_refresh_gives_a_token_with_same_or_narrower_scopes(live, patient_app, n
 
 
 def test_introspection_active_and_inactive(live, patient_app):
-    body = app_launch(live, "app-1", SCOPE).json()
+    body = app_launch(live, patient_app.client_id, SCOPE).json()
     caller = system_token(live, "system/Patient.rs")
     r = httpx.post(
         f"{live.base}/auth/introspect", data={"token": body["access_token"]}, headers=bearer(caller)
@@ -176,7 +218,7 @@ def test_introspection_active_and_inactive(live, patient_app):
     assert r.status_code == 200
     info = r.json()
     assert info["active"] is True
-    assert info["client_id"] == "app-1"
+    assert info["client_id"] == patient_app.client_id
     assert set(info["scope"].split()) == set(body["scope"].split())
     assert abs(info["exp"] - (time.time() + body["expires_in"])) < 60
     assert info["patient"] == body["patient"]
@@ -192,25 +234,27 @@ def test_introspection_active_and_inactive(live, patient_app):
     assert anonymous.status_code in (400, 401)
 
 
-def test_revocation_makes_the_refresh_token_and_its_access_tokens_inactive(live, patient_app):
-    first = app_launch(live, "app-1", SCOPE).json()
+def test_revocation_makes_the_refresh_token_and_its_access_tokens_inactive(live_db, patient_app_db):
+    live, patient_app = live_db, patient_app_db
+    first = app_launch(live, patient_app.client_id, SCOPE).json()
     refreshed = httpx.post(
         live.token_url,
         data={
             "grant_type": "refresh_token",
-            "client_id": "app-1",
+            "client_id": patient_app.client_id,
             "refresh_token": first["refresh_token"],
         },
     ).json()
     r = httpx.post(
-        f"{live.base}/auth/revoke", data={"token": first["refresh_token"], "client_id": "app-1"}
+        f"{live.base}/auth/revoke",
+        data={"token": first["refresh_token"], "client_id": patient_app.client_id},
     )
     assert r.status_code == 200
     again = httpx.post(
         live.token_url,
         data={
             "grant_type": "refresh_token",
-            "client_id": "app-1",
+            "client_id": patient_app.client_id,
             "refresh_token": first["refresh_token"],
         },
     )
@@ -225,20 +269,21 @@ def test_ehr_launch_carries_the_launch_context(live):
     admin = system_token(live)
     ids = seed_referral(live)
     scope = "launch openid fhirUser patient/ServiceRequest.rs"
-    register_app(live, "ehr-app", scope=scope)
+    ehr_app = unique("ehr-app")
+    register_app(live, ehr_app, scope=scope)
     launch = httpx.post(
         f"{live.base}/auth/launch",
         headers=bearer(admin),
         json={"patient": ids["Patient"], "fhirUser": "Practitioner/clinician-7"},
     )
     assert launch.status_code == 201, launch.text
-    r = app_launch(live, "ehr-app", scope, launch=launch.json()["launch"])
+    r = app_launch(live, ehr_app, scope, launch=launch.json()["launch"])
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["patient"] == ids["Patient"]
     claims = jwt.decode(body["id_token"], live.smart.keys.key_set).claims
     assert claims["fhirUser"].endswith("Practitioner/clinician-7")
-    bogus = callback_params(authorize(live, "ehr-app", scope, challenge=pkce()[1], launch="bogus"))
+    bogus = callback_params(authorize(live, ehr_app, scope, challenge=pkce()[1], launch="bogus"))
     assert bogus["error"] == "invalid_request"
 
 
@@ -250,7 +295,7 @@ def test_fhirclient_completes_a_launch_and_reads_a_service_request(live, patient
 
     smart = client.FHIRClient(
         settings={
-            "app_id": "app-1",
+            "app_id": patient_app.client_id,
             "api_base": live.base,
             "redirect_uri": REDIRECT,
             "scope": SCOPE,

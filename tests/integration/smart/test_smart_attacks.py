@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures are imported from test_smart_harness)
 """The attack suite: forged, stale and misdirected tokens, and patient/ scopes reaching elsewhere.
 
 Each is refused with 401 (authentication) or 403 (authorisation) and an OperationOutcome.
@@ -17,15 +16,15 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from tests.integration.test_smart_harness import (  # noqa: F401 - fixtures
+from tests.integration.smart.harness import (
     FHIR_JSON,
     app_launch,
+    assert_outcome,
     bearer,
-    live,
     register_app,
     seed_referral,
-    sqlite_settings,
     system_token,
+    unique,
 )
 
 pytestmark = pytest.mark.integration
@@ -33,14 +32,6 @@ pytestmark = pytest.mark.integration
 
 def b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-
-def assert_outcome(r: httpx.Response, status: int, code: str | None = None) -> None:
-    assert r.status_code == status, (r.status_code, r.text)
-    body = r.json()
-    assert body["resourceType"] == "OperationOutcome"
-    if code:
-        assert body["issue"][0]["code"] == code
 
 
 def claims_for(live, **override) -> dict:
@@ -165,13 +156,13 @@ def test_scope_escalation_read_token_cannot_write_or_read_other_types(live):
 
 # --- cross-patient access with a patient/ scope ---------------------------------------------------
 @pytest.fixture
-def two_patients(live):
-    system_token(live)
-    a = seed_referral(live, "9990000018")
-    b = seed_referral(live, "9990000026", "Y54321")
-    register_app(live, "pat-app", scope="launch/patient openid fhirUser patient/*.cruds")
-    live.smart.auth.dev_patient = a["Patient"]
-    r = app_launch(live, "pat-app", "launch/patient openid fhirUser patient/*.cruds")
+def two_patients(live, launch_patient):
+    a = seed_referral(live)
+    b = seed_referral(live, ods="Y54321")
+    app = unique("pat-app")
+    register_app(live, app, scope="launch/patient openid fhirUser patient/*.cruds")
+    launch_patient(live, a["Patient"])
+    r = app_launch(live, app, "launch/patient openid fhirUser patient/*.cruds")
     assert r.status_code == 200, r.text
     assert r.json()["patient"] == a["Patient"]
     return r.json()["access_token"], a, b
