@@ -38,38 +38,28 @@ def _iter_identifiers(node: JsonValue, path: str) -> Iterator[tuple[str, JsonObj
 
 
 def identifier_issues(resource: JsonObject) -> list[Issue]:
+    """Every identifier-like node of the resource (a standalone walk; the validator uses the
+    instance walk, which calls `one_identifier_issues` on each Identifier)."""
     root = str(resource.get("resourceType", "Resource"))
     issues: list[Issue] = []
     for path, ident in _iter_identifiers(resource, root):
-        system, value = ident.get("system"), ident.get("value")
-        if not isinstance(system, str) or not isinstance(value, str):
-            continue
-        if system in SYSTEM_ALIASES:
-            issues.append(
-                Issue(
-                    "error",
-                    "value",
-                    f"Identifier system is a non-canonical spelling; use {SYSTEM_ALIASES[system]}",
-                    expression=f"{path}.system",
-                )
-            )
-            continue
-        if system == NHS_NUMBER_SYSTEM and not nhs_number_is_valid(value):
-            issues.append(
-                Issue(
-                    "error",
-                    "value",
-                    "NHS number fails the Modulus 11 check (or is not 10 digits)",
-                    expression=f"{path}.value",
-                )
-            )
-        if system == ODS_ORGANIZATION_SYSTEM and not ods_code_is_well_formed(value):
-            issues.append(
-                Issue(
-                    "error",
-                    "value",
-                    "ODS organisation code is not well formed",
-                    expression=f"{path}.value",
-                )
-            )
+        issues += one_identifier_issues(ident, path)
+    return issues
+
+
+def one_identifier_issues(ident: JsonObject, path: str) -> list[Issue]:
+    """The UK checks on one Identifier at `path`."""
+    system, value = ident.get("system"), ident.get("value")
+    if not isinstance(system, str) or not isinstance(value, str):
+        return []
+    if system in SYSTEM_ALIASES:
+        text = f"Identifier system is a non-canonical spelling; use {SYSTEM_ALIASES[system]}"
+        return [Issue("error", "value", text, expression=f"{path}.system")]
+    issues: list[Issue] = []
+    if system == NHS_NUMBER_SYSTEM and not nhs_number_is_valid(value):
+        text = "NHS number fails the Modulus 11 check (or is not 10 digits)"
+        issues.append(Issue("error", "value", text, expression=f"{path}.value"))
+    if system == ODS_ORGANIZATION_SYSTEM and not ods_code_is_well_formed(value):
+        text = "ODS organisation code is not well formed"
+        issues.append(Issue("error", "value", text, expression=f"{path}.value"))
     return issues

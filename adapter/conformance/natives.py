@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from decimal import Decimal
 from typing import Final
 
 from adapter.fhir.types import JsonObject, JsonValue
@@ -125,7 +126,88 @@ _QUE_5_TYPES: Final = frozenset(
 )
 
 
+def _codings(node: JsonObject, name: str) -> list[JsonObject]:
+    cc = node.get(name)
+    return [
+        c for c in (cc.get("coding") or [] if isinstance(cc, dict) else []) if isinstance(c, dict)
+    ]
+
+
+def _coded(node: JsonObject, name: str, system: str, codes: frozenset[str]) -> bool:
+    return any(c.get("system") == system and c.get("code") in codes for c in _codings(node, name))
+
+
+_CLINICAL: Final = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+_VER_STATUS: Final = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+
+
+def _consent_scope(code: str) -> Native:
+    """ppc-2..5: a Consent with that scope needs a patient (R4 spells the system 'something')."""
+    codes = frozenset({code})
+    return lambda n, _r, _o: _has(n, "patient") or not _coded(n, "scope", "something", codes)
+
+
+def _linkids(node: JsonValue, out: list[JsonValue]) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "linkId":
+                out.append(v)
+            else:
+                _linkids(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _linkids(v, out)
+
+
+def _que_2(node: JsonObject, _resource: JsonObject, _root: JsonObject) -> bool:
+    found: list[JsonValue] = []
+    for k, v in node.items():
+        if k != "linkId":
+            _linkids(v, found)
+    keys = [str(x) for x in found]
+    return len(keys) == len(set(keys))
+
+
+def _que_7(node: JsonObject, _resource: JsonObject, _root: JsonObject) -> bool:
+    if node.get("operator") != "exists":
+        return True
+    answers = [k for k in node if k.startswith("answer")]
+    return not answers or "answerBoolean" in answers
+
+
+def _ras_2(node: JsonObject, _resource: JsonObject, _root: JsonObject) -> bool:
+    p = node.get("probabilityDecimal")
+    return p is None or isinstance(p, bool) or not isinstance(p, (int, float, Decimal)) or p <= 100
+
+
+def _inv_1(node: JsonObject, _resource: JsonObject, _root: JsonObject) -> bool:
+    part, value, res = _has(node, "part"), _has(node, "value"), _has(node, "resource")
+    return (part and not value and not res) or (not part and (value != res))
+
+
 NATIVES: Final[dict[str, Native]] = {
+    "con-4": lambda n, _r, _o: (
+        not _has(n, "abatement")
+        or _coded(n, "clinicalStatus", _CLINICAL, frozenset({"resolved", "remission", "inactive"}))
+    ),
+    "con-5": lambda n, _r, _o: (
+        not _coded(n, "verificationStatus", _VER_STATUS, frozenset({"entered-in-error"}))
+        or not _has(n, "clinicalStatus")
+    ),
+    "inv-1": _inv_1,
+    "ppc-2": _consent_scope("patient-privacy"),
+    "ppc-3": _consent_scope("research"),
+    "ppc-4": _consent_scope("adr"),
+    "ppc-5": _consent_scope("treatment"),
+    "que-2": _que_2,
+    "que-7": _que_7,
+    "que-12": lambda n, _r, _o: len(n.get("enableWhen") or []) <= 1 or _has(n, "enableBehavior"),
+    "ras-2": _ras_2,
+    "org-2": lambda n, _r, _o: n.get("use") != "home",
+    "org-3": lambda n, _r, _o: n.get("use") != "home",
+    "att-1": lambda n, _r, _o: not _has(n, "data") or _has(n, "contentType"),
+    "con-2": lambda n, _r, _o: _has(n, "code") or _has(n, "detail"),
+    "cmp-1": lambda n, _r, _o: _has(n, "text") or _has(n, "entry") or _has(n, "section"),
     "ref-1": _ref_1,
     "dom-3": _dom_3,
     "per-1": _per_1,

@@ -16,6 +16,7 @@ from adapter.conformance.bindings import code_in, coding_in, core_valueset
 from adapter.conformance.bundles import attachment_problem
 from adapter.conformance.definitions import Child, CoreDefinitions, ElementDef
 from adapter.conformance.extensions import UnknownExtensionPolicy, context_names, extension_issues
+from adapter.conformance.identifiers import one_identifier_issues
 from adapter.conformance.invariants import InvariantRunner, compiled
 from adapter.conformance.primitives import primitive_problem
 from adapter.conformance.terminology import KnownArtefacts, coding_problem, core_artefacts
@@ -202,6 +203,8 @@ class InstanceWalker:
             if wrong is not None:
                 code, text, sub = wrong
                 out.issues.append(Issue("error", code, text, f"{path}.{sub}"))  # type: ignore[arg-type]  # codes are IssueCode literals
+        if type_code == "Identifier":
+            out.issues += one_identifier_issues(item, path)
         if type_code == "Attachment":
             problem = attachment_problem(item)
             if problem is not None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from adapter.conformance.bundles import bundle_issues
 from adapter.conformance.definitions import core_definitions
 from adapter.conformance.extensions import UnknownExtensionPolicy
-from adapter.conformance.identifiers import identifier_issues
 from adapter.conformance.invariants import InvariantRunner
 from adapter.conformance.profiles import ProfileRegistry
 from adapter.conformance.questionnaire import QuestionnaireLookup, questionnaire_issues
@@ -79,7 +78,6 @@ class ConformanceValidator:
         issues += reference_issues(
             walk.references, ctx, own_bundle=resource if rt == "Bundle" else None
         )
-        issues += identifier_issues(resource)
         if rt == "Bundle":
             issues += bundle_issues(resource)
         issues += self.profiles.validate(resource, ctx.profiles, supporting)

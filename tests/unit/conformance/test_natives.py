@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from fhirpathpy.engine.nodes import ResourceNode
 
 from adapter.conformance.invariants import compile_invariant, compiled
 from adapter.conformance.natives import NATIVES
 
+CLIN = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+VER = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 CODE = {"coding": [{"system": "http://loinc.org", "code": "1-1"}]}
 SAMPLES: dict[str, tuple[str, list[dict]]] = {
     "ref-1": ("Reference", [{"reference": "#a"}, {"reference": "#zz"}, {"reference": "P/1"}]),
@@ -76,6 +80,94 @@ SAMPLES: dict[str, tuple[str, list[dict]]] = {
     ),
     "obs-3": ("Observation.referenceRange", [{"text": "x"}, {"appliesTo": [CODE]}]),
     "pat-1": ("Patient.contact", [{"gender": "male"}, {"name": {"family": "x"}}]),
+    "con-4": (
+        "Condition",
+        [
+            {"abatementString": "x"},
+            {
+                "abatementString": "x",
+                "clinicalStatus": {"coding": [{"system": CLIN, "code": "resolved"}]},
+            },
+            {
+                "abatementString": "x",
+                "clinicalStatus": {"coding": [{"system": CLIN, "code": "active"}]},
+            },
+            {"clinicalStatus": {"coding": [{"system": CLIN, "code": "active"}]}},
+        ],
+    ),
+    "con-5": (
+        "Condition",
+        [
+            {"verificationStatus": {"coding": [{"system": VER, "code": "entered-in-error"}]}},
+            {
+                "verificationStatus": {"coding": [{"system": VER, "code": "entered-in-error"}]},
+                "clinicalStatus": CODE,
+            },
+            {
+                "verificationStatus": {"coding": [{"system": VER, "code": "confirmed"}]},
+                "clinicalStatus": CODE,
+            },
+        ],
+    ),
+    "inv-1": (
+        "Parameters.parameter",
+        [
+            {"name": "a", "valueString": "x"},
+            {"name": "a", "part": [{"name": "b", "valueString": "x"}]},
+            {"name": "a", "part": [{"name": "b"}], "valueString": "x"},
+            {"name": "a"},
+            {"name": "a", "valueString": "x", "resource": {"resourceType": "Patient"}},
+            {"name": "a", "resource": {"resourceType": "Patient"}},
+        ],
+    ),
+    "ppc-2": (
+        "Consent",
+        [
+            {"scope": {"coding": [{"system": "something", "code": "patient-privacy"}]}},
+            {
+                "scope": {"coding": [{"system": "something", "code": "patient-privacy"}]},
+                "patient": {"reference": "Patient/1"},
+            },
+            {"scope": {"coding": [{"system": "something", "code": "research"}]}},
+        ],
+    ),
+    "ppc-5": (
+        "Consent",
+        [{"scope": {"coding": [{"system": "something", "code": "treatment"}]}}, {}],
+    ),
+    "que-2": (
+        "Questionnaire",
+        [
+            {"item": [{"linkId": "a", "item": [{"linkId": "b"}]}]},
+            {"item": [{"linkId": "a", "item": [{"linkId": "a"}]}]},
+            {"item": [{"linkId": "a"}, {"linkId": "b"}]},
+        ],
+    ),
+    "que-7": (
+        "Questionnaire.item.enableWhen",
+        [
+            {"question": "a", "operator": "exists", "answerBoolean": True},
+            {"question": "a", "operator": "exists", "answerString": "x"},
+            {"question": "a", "operator": "=", "answerString": "x"},
+        ],
+    ),
+    "que-12": (
+        "Questionnaire.item",
+        [
+            {"enableWhen": [{"question": "a"}, {"question": "b"}]},
+            {"enableWhen": [{"question": "a"}, {"question": "b"}], "enableBehavior": "any"},
+            {"enableWhen": [{"question": "a"}]},
+        ],
+    ),
+    "ras-2": (
+        "RiskAssessment.prediction",
+        [{"probabilityDecimal": Decimal("100.5")}, {"probabilityDecimal": Decimal(5)}, {}],
+    ),
+    "org-2": ("Organization.address", [{"use": "home"}, {"use": "work"}, {"city": "x"}]),
+    "org-3": ("Organization.telecom", [{"use": "home"}, {"use": "work"}]),
+    "att-1": ("Attachment", [{"data": "AA=="}, {"data": "AA==", "contentType": "a/b"}, {}]),
+    "con-2": ("Condition.evidence", [{"code": [CODE]}, {"detail": [{"reference": "X/1"}]}, {}]),
+    "cmp-1": ("Composition.section", [{"title": "x"}, {"text": {"status": "generated"}}]),
 }
 
 
