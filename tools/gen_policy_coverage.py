@@ -14,13 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapter.policy.rulepack import load_pack  # noqa: E402
-from adapter.policy.scenarios import coverage, load_all  # noqa: E402
+from adapter.policy.scenarios import Coverage, coverage, load_all  # noqa: E402
 
 
-def render(root: Path = ROOT) -> str:
+def render(root: Path = ROOT, cov: Coverage | None = None) -> str:
+    """`cov` may be passed in when the caller has already run the fixtures."""
     policy = root / "profiles" / "policy"
     packs = [load_pack(d) for d in sorted(policy.iterdir()) if (d / "pack.yaml").exists()]
-    cov = coverage(load_all(root / "fixtures" / "policy"), policy)
+    if cov is None:
+        cov = coverage(load_all(root / "fixtures" / "policy"), policy)
     total = sum(len(p.rules) for p in packs)
     lines = [
         "# Policy coverage",

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+from functools import cache
 from pathlib import Path
 
 from adapter.policy.rulepack import load_pack
-from adapter.policy.scenarios import coverage, load_all
+from adapter.policy.scenarios import Coverage, coverage, load_all
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+@cache
+def _coverage() -> Coverage:
+    return coverage(load_all(ROOT / "fixtures" / "policy"), ROOT / "profiles" / "policy")
 
 
 def _generator():  # tools/ is not a package
@@ -28,7 +34,7 @@ def test_every_rule_has_passing_and_failing_fixtures() -> None:
         for d in sorted((ROOT / "profiles" / "policy").iterdir())
         if (d / "pack.yaml").exists()
     ]
-    cov = coverage(load_all(ROOT / "fixtures" / "policy"), ROOT / "profiles" / "policy")
+    cov = _coverage()
     rules = [r.id for p in packs for r in p.rules]
     assert rules
     assert [r for r in rules if r not in cov.passing] == []
@@ -37,6 +43,6 @@ def test_every_rule_has_passing_and_failing_fixtures() -> None:
 
 def test_coverage_doc_is_current() -> None:
     committed = (ROOT / "docs" / "policy-coverage.md").read_text(encoding="utf-8")
-    assert committed == _generator().render(ROOT), (
+    assert committed == _generator().render(ROOT, _coverage()), (
         "run: .venv/bin/python tools/gen_policy_coverage.py"
     )
