@@ -3,7 +3,7 @@
 `current_grant` verifies the bearer token (embedded or external issuer) and returns a SmartGrant;
 with `auth_required` off it returns the all-access development grant instead. Enforcement helpers
 live in `adapter.auth.access` and are re-exported here for routers (`require`, `check_resource`,
-`filter_bundle_for_grant`...). `audited(...)` records one AuditEvent per interaction.
+`check_readable`, `filter_bundle_for_grant`...). `audited(...)` records one AuditEvent per interaction.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from adapter.audit import (
 from adapter.auth.access import (
     Lookup,
     authorize_bundle,
+    check_readable,
     check_resource,
     filter_bundle_for_grant,
     may_access,
@@ -166,6 +167,7 @@ __all__ = [
     "SmartDep",
     "audited",
     "authorize_bundle",
+    "check_readable",
     "check_resource",
     "current_grant",
     "filter_bundle_for_grant",

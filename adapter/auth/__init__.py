@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from adapter.auth.access import (
     authorize_bundle,
+    check_readable,
     check_resource,
     filter_bundle_for_grant,
     may_access,
@@ -23,6 +24,7 @@ __all__ = [
     "ScopeRule",
     "SmartGrant",
     "authorize_bundle",
+    "check_readable",
     "check_resource",
     "filter_bundle_for_grant",
     "in_patient_compartment",

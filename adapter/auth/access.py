@@ -3,14 +3,19 @@
 The REST layer (and `$process-message`) calls these helpers for every interaction:
 
 - `require(grant, "create", "ServiceRequest")` before anything is touched (type level);
-- `check_resource(grant, "read", resource)` on each resource read or written (instance level:
-  patient compartment and v2 search-parameter constraints);
+- `check_resource(grant, "update", resource)` on each resource written (instance level: patient
+  compartment and v2 search-parameter constraints), and `check_readable(...)` on each resource
+  read by id (read, vread, instance history), which answers 404 instead of 403 so that a
+  patient/ token cannot learn that another patient's record exists;
 - `narrow_search(...)` adds the compartment parameter to a patient/ search, and
   `filter_bundle_for_grant(...)` drops anything the grant may not see from a result Bundle
   (defence in depth: matches, `_include`d resources, history versions);
 - `authorize_bundle(...)` checks each transaction/batch entry as if it were sent alone.
 
 Denials raise `Forbidden` (403) with an OperationOutcome issue; texts name types and scopes only.
+The one exception is an instance the grant may not see on a read by id: `NotFound` (404), worded
+as the store words a missing resource. A scope that does not cover the type or the interaction at
+all stays 403: that reveals nothing about any record.
 """
 
 from __future__ import annotations
@@ -256,24 +261,30 @@ def _check_existing(
         check_resource(grant, interaction, existing, expression=f"{where}.request.url")
 
 
-def read_checked(grant: SmartGrant, interaction: str, resource: JsonObject) -> JsonObject:
-    """Returns the resource if the grant may see it; otherwise Forbidden (403).
+def check_readable(
+    grant: SmartGrant, interaction: str, resource: JsonObject, *, missing_text: str
+) -> None:
+    """Instance-level check of a read by id (read, vread, instance history).
 
-    A 404 would hide existence better, but the attack suite and SMART both expect 403 for a
-    resource outside the compartment; ids are random UUIDs, so existence leaks little.
+    The type-level check stays a 403; a resource outside the compartment or the scope constraints
+    raises NotFound with `missing_text` (the store's own words for an absent resource), so the
+    answer is the same whether the record is someone else's or not there at all.
     """
-    check_resource(grant, interaction, resource)
-    return resource
+    if grant.is_development:
+        return
+    require(grant, interaction, str(resource.get("resourceType")))
+    if not may_access(grant, interaction, resource):
+        raise NotFound(missing_text)
 
 
 __all__ = [
     "NotFound",
     "authorize_bundle",
+    "check_readable",
     "check_resource",
     "filter_bundle_for_grant",
     "may_access",
     "narrow_search",
-    "read_checked",
     "require",
     "rule_allows",
 ]

@@ -5,11 +5,14 @@ Follows https://hl7.org/fhir/R4/http.html: ETag `W/"n"`, Location, Last-Modified
 
 Every interaction takes the caller's SmartGrant (`GrantDep`) and is checked against its scopes
 before anything is touched, and again on each resource read or returned (patient compartment,
-v2 constraints); each one is audited (`audited`). See adapter/auth/access.py.
+v2 constraints); each one is audited (`audited`). See adapter/auth/access.py. A read by id
+(read, vread, instance history) of a record outside the grant answers 404 as if it were absent,
+deleted records included; a scope that does not cover the type or interaction answers 403.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from email.utils import format_datetime
 from typing import Annotated, Any
 
@@ -22,6 +25,7 @@ from adapter.api.security import (
     GrantDep,
     audited,
     authorize_bundle,
+    check_readable,
     check_resource,
     filter_bundle_for_grant,
     lookup_for,
@@ -257,6 +261,39 @@ def _check_existing(
     check_resource(grant, interaction, existing.resource)
 
 
+def _not_known(resource_type: str, id: str) -> str:
+    return f"{resource_type}/{id} is not known"  # the store's words for an absent resource
+
+
+def _hide_deleted_unless_visible(
+    repo: Any, grant: SmartGrant, resource_type: str, id: str, missing_text: str
+) -> None:
+    """A deleted record answers 410 only to a grant that could see its last content; anyone else
+    gets the 404 of an absent one (a 410 would confirm that another patient's record existed)."""
+    if grant.is_development:
+        return
+    offset = 0
+    while True:
+        page = repo.history(resource_type, id, count=50, offset=offset)
+        for version in page.versions:
+            if not version.deleted:
+                check_readable(grant, "read", version.resource, missing_text=missing_text)
+                return
+        if not page.has_next:
+            raise NotFound(missing_text)
+        offset += len(page.versions)
+
+
+def _read_visible(repo: Any, grant: SmartGrant, resource_type: str, id: str) -> StoredResource:
+    try:
+        stored: StoredResource = repo.read(resource_type, id)
+    except Gone:
+        _hide_deleted_unless_visible(repo, grant, resource_type, id, _not_known(resource_type, id))
+        raise
+    check_readable(grant, "read", stored.resource, missing_text=_not_known(resource_type, id))
+    return stored
+
+
 @router.get("/_history")
 def system_history(
     request: Request, repo: RepoDep, base: BaseUrlDep, grant: GrantDep
@@ -357,8 +394,7 @@ def read(
     known_type(resource_type)
     with audited(request, grant, "read", resource_type, id):
         require(grant, "read", resource_type)
-        stored = repo.read(resource_type, id)
-        check_resource(grant, "read", stored.resource)
+        stored = _read_visible(repo, grant, resource_type, id)
         headers = _resource_headers(stored, base)
         headers.pop("Location")
         if if_none_match and if_none_match.strip() == stored.etag:
@@ -412,7 +448,8 @@ def instance_history(
     known_type(resource_type)
     with audited(request, grant, "history-instance", resource_type, id):
         require(grant, "history-instance", resource_type)
-        _check_existing(request, grant, "read", resource_type, id)
+        with suppress(Gone):  # deleted, and the grant could see it: the history shows that
+            _read_visible(repo, grant, resource_type, id)  # absent or hidden: 404
         count, offset = _history_params(request)
         page = repo.history(resource_type, id, count=count, offset=offset)
         return FhirResponse(_filter_history(grant, _history_bundle(page, base), "read"))
@@ -435,8 +472,13 @@ def vread(
             raise InputError(
                 [Issue("error", "value", "versionId must be a number", expression="versionId")]
             )
-        stored = repo.vread(resource_type, id, int(version_id))
-        check_resource(grant, "read", stored.resource)
+        missing = f"{resource_type}/{id} has no version {version_id}"  # the store's words
+        try:
+            stored = repo.vread(resource_type, id, int(version_id))
+        except Gone:
+            _hide_deleted_unless_visible(repo, grant, resource_type, id, missing)
+            raise
+        check_readable(grant, "read", stored.resource, missing_text=missing)
         headers = _resource_headers(stored, base)
         headers.pop("Location")
         return FhirResponse(stored.resource, headers=headers)

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 
 import httpx
 import pytest
@@ -177,27 +178,67 @@ def test_patient_token_reads_its_own_patient_and_referral(live, two_patients):
     assert sr.status_code == 200
 
 
-def test_cross_patient_by_id_is_403(live, two_patients):
+def _same_as_absent(live, token: str, path: str, real_id: str) -> None:
+    """The answer for another patient's record is the answer for an id that does not exist."""
+    hidden = httpx.get(f"{live.base}/{path}", headers=bearer(token))
+    body = assert_outcome(hidden, 404, "not-found")
+    absent_id = str(uuid.uuid4())
+    absent = httpx.get(f"{live.base}/{path.replace(real_id, absent_id)}", headers=bearer(token))
+    assert_outcome(absent, 404, "not-found")
+    assert json.dumps(body).replace(real_id, "ID") == json.dumps(absent.json()).replace(
+        absent_id, "ID"
+    )
+
+
+def test_cross_patient_by_id_is_404_as_if_absent_for_read_vread_and_history(live, two_patients):
     token, _, b = two_patients
+    _same_as_absent(live, token, f"Patient/{b['Patient']}", b["Patient"])
+    sr = b["ServiceRequest"]
+    _same_as_absent(live, token, f"ServiceRequest/{sr}", sr)
+    _same_as_absent(live, token, f"ServiceRequest/{sr}/_history/1", sr)
+    _same_as_absent(live, token, f"ServiceRequest/{sr}/_history", sr)
+    _same_as_absent(live, token, f"Patient/{b['Patient']}/_history", b["Patient"])
+
+
+def test_cross_patient_deleted_record_is_404_not_410(live, two_patients):
+    """A 410 would confirm that the other patient's record existed; the owner's side still gets 410."""
+    token, a, b = two_patients
+    admin = system_token(live)
+    for ids in (a, b):
+        r = httpx.delete(
+            f"{live.base}/ServiceRequest/{ids['ServiceRequest']}", headers=bearer(admin)
+        )
+        assert r.status_code == 204, r.text
+    sr = b["ServiceRequest"]
+    _same_as_absent(live, token, f"ServiceRequest/{sr}", sr)
+    _same_as_absent(live, token, f"ServiceRequest/{sr}/_history/2", sr)
+    _same_as_absent(live, token, f"ServiceRequest/{sr}/_history", sr)
+    own = httpx.get(f"{live.base}/ServiceRequest/{a['ServiceRequest']}", headers=bearer(token))
+    assert_outcome(own, 410, "deleted")
     assert_outcome(
-        httpx.get(f"{live.base}/Patient/{b['Patient']}", headers=bearer(token)), 403, "forbidden"
+        httpx.get(f"{live.base}/ServiceRequest/{sr}", headers=bearer(admin)), 410, "deleted"
     )
-    assert_outcome(
-        httpx.get(f"{live.base}/ServiceRequest/{b['ServiceRequest']}", headers=bearer(token)),
-        403,
-        "forbidden",
+    history = httpx.get(
+        f"{live.base}/ServiceRequest/{a['ServiceRequest']}/_history", headers=bearer(token)
     )
+    assert history.status_code == 200
+    assert [e["resource"]["id"] for e in history.json()["entry"]] == [a["ServiceRequest"]]
+
+
+def test_scope_that_does_not_cover_the_type_stays_403(live, launch_patient):
+    """404 hides records, not scopes: a type the token has no scope for is still 403."""
+    a, b = seed_referral(live), seed_referral(live)
+    app = unique("sr-only-app")
+    scope = "launch/patient patient/ServiceRequest.rs"
+    register_app(live, app, scope=scope)
+    launch_patient(live, a["Patient"])
+    token = app_launch(live, app, scope).json()["access_token"]
+    for patient in (a["Patient"], b["Patient"]):
+        assert_outcome(
+            httpx.get(f"{live.base}/Patient/{patient}", headers=bearer(token)), 403, "forbidden"
+        )
     assert_outcome(
-        httpx.get(
-            f"{live.base}/ServiceRequest/{b['ServiceRequest']}/_history/1", headers=bearer(token)
-        ),
-        403,
-        "forbidden",
-    )
-    assert_outcome(
-        httpx.get(
-            f"{live.base}/ServiceRequest/{b['ServiceRequest']}/_history", headers=bearer(token)
-        ),
+        httpx.get(f"{live.base}/Patient/{b['Patient']}/_history", headers=bearer(token)),
         403,
         "forbidden",
     )

@@ -6,6 +6,7 @@ import pytest
 
 from adapter.auth.access import (
     authorize_bundle,
+    check_readable,
     check_resource,
     filter_bundle_for_grant,
     narrow_search,
@@ -13,7 +14,7 @@ from adapter.auth.access import (
 )
 from adapter.auth.compartment import in_patient_compartment
 from adapter.auth.scopes import SmartGrant
-from adapter.errors import Forbidden
+from adapter.errors import Forbidden, NotFound
 from adapter.store.repository import SearchParam, SearchQuery
 
 SR_A = {
@@ -136,3 +137,14 @@ def test_conditional_update_in_a_bundle_is_refused_for_patient_scopes():
         authorize_bundle(patient_grant(), bundle, lambda t, i: None)
     assert info.value.issues[0].expression == "Bundle.entry[0].request.url"
     authorize_bundle(SmartGrant.from_scope_string("system/*.cruds"), bundle, lambda t, i: None)
+
+
+def test_check_readable_hides_other_patients_records_as_404_but_keeps_403_for_scopes():
+    grant = patient_grant("patient/ServiceRequest.rs")
+    check_readable(grant, "read", SR_A, missing_text="ServiceRequest/sr-a is not known")
+    with pytest.raises(NotFound) as hidden:
+        check_readable(grant, "read", SR_B, missing_text="ServiceRequest/sr-b is not known")
+    assert hidden.value.issues[0].code == "not-found"
+    assert hidden.value.issues[0].text == "ServiceRequest/sr-b is not known"
+    with pytest.raises(Forbidden):  # no scope for the type at all: nothing to hide
+        check_readable(grant, "read", PATIENT_A, missing_text="Patient/a is not known")
