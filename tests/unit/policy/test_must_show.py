@@ -126,3 +126,19 @@ def test_from_settings_loads_wales_on_demand() -> None:
     engine = PolicyEngine.from_settings(Settings(trust_overrides="trust-overrides"))
     assert engine.configured == ("england-cmht", "trust-overrides")
     assert engine.packs["wales-measure"].on_demand
+
+
+def test_trust_override_disables_the_seven_day_follow_up() -> None:
+    """D3: a Trust that monitors 72-hour follow-up switches the 7-day and 5-working-day rules off
+    in data; only LPT-ADM-05 fires for a follow-up made after a week."""
+    [late] = [
+        s
+        for s in load_file(ROOT / "fixtures" / "policy" / "trust-overrides" / "followup.yaml")
+        if s.name == "after-a-week-only-72-hours-fires"
+    ]
+    tuned = PolicyEngine(
+        load_packs(ROOT / "profiles" / "policy", ["england-cmht", "trust-overrides"])
+    )
+    fired = {i.rule.id for i in late.run(tuned).issues if i.rule}
+    assert fired == {"LPT-ADM-05"}
+    assert {"E-CPA-TRN-01", "S000-CPA-09"} <= {i.rule.id for i in late.run(ENGINE).issues if i.rule}
