@@ -12,6 +12,7 @@ FastAPI.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from authlib.oauth2.rfc6749 import (
     AccessDeniedError,
     AuthorizationServer,
     InvalidClientError,
+    InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Payload,
@@ -265,7 +267,10 @@ class SmartRefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def authenticate_refresh_token(self, refresh_token: str) -> StoredToken | None:
         token = self.server.state.get_refresh_token(refresh_token)
-        if token is None or token.is_expired() or token.is_revoked():
+        if token is not None and token.is_revoked():
+            self.server.refresh_token_reused(token)
+            return None
+        if token is None or token.is_expired():
             return None
         return token
 
@@ -273,10 +278,15 @@ class SmartRefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return refresh_token.context or {"anonymous": True}
 
     def revoke_old_credential(self, refresh_token: StoredToken) -> None:
-        """Refresh tokens are not rotated; they stay valid until they expire or are revoked."""
+        """Done by `create_token_response` before anything is minted (see `use_refresh_token`)."""
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """Rotation: the presented token is used up first, then a new access token and a new
+        refresh token (same family, the original scope: RFC 6749 §6) are issued."""
         token: StoredToken = self.request.refresh_token
+        if not self.server.state.use_refresh_token(token.token_id):
+            self.server.refresh_token_reused(token)  # lost a race with another use of it
+            raise InvalidGrantError()
         scope = self.request.payload.scope or token.scope
         context = {k: v for k, v in token.context.items() if k != "sub"}
         body = self.server.app_token_response(
@@ -285,7 +295,7 @@ class SmartRefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             scope,
             context,
             nonce=None,
-            refresh_family=token.token_id,
+            rotated=token,
         )
         return 200, body, NO_STORE
 
@@ -383,7 +393,11 @@ class SmartRevocation(RevocationEndpoint):  # type: ignore[misc]
         return self.server.lookup_token(token_string)
 
     def revoke_token(self, token: StoredToken, request: Any) -> None:  # noqa: ARG002 - authlib's signature
-        self.server.state.revoke(token.token_id)
+        """A refresh token takes its whole family with it (RFC 7009 §2.1: and its access tokens)."""
+        if token.kind == "refresh":
+            self.server.state.revoke_family(token)
+        else:
+            self.server.state.revoke(token.token_id)
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -455,6 +469,39 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return None
         return self.state.get_refresh_token(value)
 
+    def refresh_token_reused(self, token: StoredToken) -> None:
+        """A used (or revoked) refresh token came back: revoke its family. Logged without any
+        patient context: the client id and the family's internal id only."""
+        self.state.revoke_family(token)
+        log.warning(
+            "refresh token reused: its family is revoked",
+            extra={"client_id": token.client_id, "token_family": token.family_root[:12]},
+        )
+
+    def _new_refresh_token(
+        self, client_id: str, scope: str, context: dict[str, Any], family: str | None
+    ) -> tuple[str, str]:
+        """Records a refresh token; returns its value and the id of its family."""
+        refresh_value = secrets.token_urlsafe(32)
+        token_id = digest(refresh_value)
+        seconds = (
+            self.settings.offline_refresh_token_seconds
+            if "offline_access" in parse_scopes(scope).other
+            else self.settings.online_refresh_token_seconds
+        )
+        now = int(time.time())
+        self.state.record_token(
+            token_id,
+            kind="refresh",
+            client_id=client_id,
+            scope=scope,
+            context=context,
+            issued_at=now,
+            expires_at=now + seconds,
+            family=family,
+        )
+        return refresh_value, family or token_id
+
     def app_token_response(
         self,
         request: SmartOAuthRequest,
@@ -463,38 +510,24 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         context: dict[str, Any],
         *,
         nonce: str | None,
-        refresh_family: str | None = None,
+        rotated: StoredToken | None = None,
     ) -> dict[str, Any]:
+        """The token response of a code exchange, or of a refresh (`rotated`: the refresh token
+        just used, whose successor keeps its scope and family)."""
         base = request.http.fhir_base
         issuer = self.issuer_for(base)
         scopes = parse_scopes(scope)
         lifetime = self.settings.app_access_token_seconds
-        family = refresh_family
+        family: str | None = None
         body: dict[str, Any] = {"token_type": "Bearer", "expires_in": lifetime, "scope": scope}
-        wants_refresh = refresh_family is None and (
-            "offline_access" in scopes.other or "online_access" in scopes.other
-        )
-        if wants_refresh:
-            import secrets
-
-            refresh_value = secrets.token_urlsafe(32)
-            family = digest(refresh_value)
-            seconds = (
-                self.settings.offline_refresh_token_seconds
-                if "offline_access" in scopes.other
-                else self.settings.online_refresh_token_seconds
+        if rotated is not None:
+            body["refresh_token"], family = self._new_refresh_token(
+                client.client_id, rotated.scope, rotated.context, rotated.family_root
             )
-            now = int(time.time())
-            self.state.record_token(
-                family,
-                kind="refresh",
-                client_id=client.client_id,
-                scope=scope,
-                context=context,
-                issued_at=now,
-                expires_at=now + seconds,
+        elif "offline_access" in scopes.other or "online_access" in scopes.other:
+            body["refresh_token"], family = self._new_refresh_token(
+                client.client_id, scope, context, None
             )
-            body["refresh_token"] = refresh_value
         token_context = {k: v for k, v in context.items() if k in CONTEXT_CLAIMS}
         minted = self.issuer.access_token(
             issuer=issuer,

@@ -2,6 +2,12 @@
 
 Everything single-use is consumed with a DELETE (or guarded by a primary key on INSERT), so two
 workers cannot both accept the same code or jti. Codes and refresh tokens are stored hashed.
+
+Refresh tokens rotate: each use marks the presented token used (a conditional UPDATE, so two
+workers cannot both use it) and a new one is issued in the same *family*. The family is named by
+its first refresh token: later refresh tokens and every access token of the grant carry that id in
+`family`, so revoking the family is one UPDATE. A used token presented again means that someone
+kept a copy: the whole family is revoked (OAuth 2.0 Security BCP, RFC 9700 §4.14.2).
 """
 
 from __future__ import annotations
@@ -71,6 +77,11 @@ class StoredToken:
 
     def is_revoked(self) -> bool:
         return self.revoked
+
+    @property
+    def family_root(self) -> str:
+        """The id naming this token's grant family (a refresh token's own id if it is the first)."""
+        return self.family or self.token_id
 
 
 def _token(row: sa.Row[Any]) -> StoredToken:
@@ -184,7 +195,8 @@ class AuthState:
         return token if token is not None and token.kind == "refresh" else None
 
     def revoke(self, token_id: str) -> None:
-        """Revokes the token and, for a refresh token, every access token issued with it."""
+        """Revokes the token and every token whose family it names (for a family's first refresh
+        token: the whole family). Revoking a later member alone: use `revoke_family`."""
         with self._write.begin() as conn:
             conn.execute(
                 sa.update(TOKEN_TABLE)
@@ -194,6 +206,25 @@ class AuthState:
             conn.execute(
                 sa.update(TOKEN_TABLE).where(TOKEN_TABLE.c.family == token_id).values(revoked=True)
             )
+
+    def use_refresh_token(self, token_id: str) -> bool:
+        """Marks a live refresh token used (rotation). False if it was already used or revoked:
+        the caller lost a race with another use, or is replaying a rotated token."""
+        with self._write.begin() as conn:
+            result = conn.execute(
+                sa.update(TOKEN_TABLE)
+                .where(
+                    TOKEN_TABLE.c.token_id == token_id,
+                    TOKEN_TABLE.c.kind == "refresh",
+                    TOKEN_TABLE.c.revoked.is_(False),
+                )
+                .values(revoked=True)
+            )
+        return bool(result.rowcount == 1)
+
+    def revoke_family(self, token: StoredToken) -> None:
+        """Revokes every token of the grant `token` belongs to (refresh and access tokens)."""
+        self.revoke(token.family_root)
 
     # --- client assertion replay cache ------------------------------------------------------
     def use_jti(self, issuer: str, jti: str, expires_at: int) -> bool:

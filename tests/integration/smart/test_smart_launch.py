@@ -22,6 +22,7 @@ from tests.integration.smart.harness import (
     bearer,
     callback_params,
     pkce,
+    refresh,
     register_app,
     seed_referral,
     system_token,
@@ -204,9 +205,50 @@ def test_refresh_gives_a_token_with_same_or_narrower_scopes(live_db, patient_app
         headers=bearer(body["access_token"]),
     )
     assert read.status_code == 200
-    wider = httpx.post(live.token_url, data={**data, "scope": "patient/*.cruds"})
+    assert body["refresh_token"] != first["refresh_token"]  # rotated
+    wider = refresh(live, patient_app.client_id, body["refresh_token"], scope="patient/*.cruds")
     assert wider.status_code == 400
     assert wider.json()["error"] == "invalid_scope"
+    # the successor keeps the original scope (RFC 6749 §6), even after a narrower refresh
+    again = refresh(live, patient_app.client_id, body["refresh_token"])
+    assert again.status_code == 200, again.text
+    assert set(again.json()["scope"].split()) == set(SCOPE.split())
+
+
+def test_refresh_rotates_and_reuse_of_a_rotated_token_revokes_the_family(live_db, patient_app_db):
+    live, app = live_db, patient_app_db
+    first = app_launch(live, app.client_id, SCOPE).json()
+    second = refresh(live, app.client_id, first["refresh_token"])
+    assert second.status_code == 200, second.text
+    second = second.json()
+    assert second["refresh_token"] != first["refresh_token"]
+    third = refresh(live, app.client_id, second["refresh_token"]).json()
+    sr = f"{live.base}/ServiceRequest/{app['ServiceRequest']}"
+    assert httpx.get(sr, headers=bearer(third["access_token"])).status_code == 200
+    caller = system_token(live, "system/Patient.rs")
+
+    def active(token: str) -> bool:
+        r = httpx.post(
+            f"{live.base}/auth/introspect", data={"token": token}, headers=bearer(caller)
+        )
+        assert r.status_code == 200
+        return bool(r.json()["active"])
+
+    assert not active(first["refresh_token"])  # used once: no longer valid
+    assert active(third["refresh_token"])
+    # someone kept a copy of the first refresh token and tries it: refused, and the family dies
+    replay = refresh(live, app.client_id, first["refresh_token"])
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    assert not active(third["refresh_token"])
+    for body in (first, second, third):
+        assert not active(body["access_token"])
+    assert httpx.get(sr, headers=bearer(third["access_token"])).status_code == 401
+    latest = refresh(live, app.client_id, third["refresh_token"])
+    assert latest.json()["error"] == "invalid_grant"
+    # a new launch starts a new family, untouched by the old one's revocation
+    fresh = app_launch(live, app.client_id, SCOPE).json()
+    assert refresh(live, app.client_id, fresh["refresh_token"]).status_code == 200
 
 
 def test_introspection_active_and_inactive(live, patient_app):
