@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from adapter import __version__
 from adapter.api import exception_handlers
+from adapter.api.cors import SmartCorsMiddleware
 from adapter.api.idempotency import IdempotencyMiddleware
 from adapter.api.routers import fhir_rest, messaging, metadata, operations, outbox_status
 from adapter.api.routers import smart as smart_routes
@@ -64,4 +65,5 @@ def create_app(
         app.include_router(router, prefix=prefix)
     app.add_middleware(outbox_status.AcceptedWhileDown)  # 202 while the backing server is down
     app.add_middleware(IdempotencyMiddleware)  # outermost: replays the answer, 202s included
+    app.add_middleware(SmartCorsMiddleware)  # outside even that: preflights never reach it
     return app

@@ -60,5 +60,11 @@ class AuthSettings(BaseSettings):
     #: Interactive approval page password (development login). None: only dev_auto_approve works.
     login_password: SecretStr | None = None
 
+    #: Browser origins (scheme://host[:port]) allowed to call /fhir/* and the OAuth endpoints
+    #: cross-origin, preflights included. Empty (the default): no cross-origin access, except the
+    #: public discovery documents and JWKS, which answer any origin.
+    #: Env: ADAPTER_AUTH_CORS_ALLOWED_ORIGINS='["https://app.example.nhs.uk"]'
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+
     #: AuditEvents for every access and write. None means "when auth_required is on".
     audit_enabled: bool | None = None

@@ -24,6 +24,8 @@ from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 
 router = APIRouter(tags=["smart"])
+#: Public documents (discovery, JWKS) answer any origin; everything else follows the allow-list
+#: of `adapter.api.cors` (token, introspection and revocation included).
 CORS = {"Access-Control-Allow-Origin": "*"}
 
 CAPABILITIES = [
@@ -171,7 +173,7 @@ def _respond(result: OAuthResponse) -> Response:
     return JSONResponse(
         result.body,
         status_code=result.status,
-        headers={**headers, "Cache-Control": "no-store", "Pragma": "no-cache", **CORS},
+        headers={**headers, "Cache-Control": "no-store", "Pragma": "no-cache"},
     )
 
 
