@@ -20,9 +20,12 @@ from adapter.conformance.identifiers import one_identifier_issues
 from adapter.conformance.invariants import InvariantRunner, compiled
 from adapter.conformance.primitives import primitive_problem
 from adapter.conformance.terminology import KnownArtefacts, coding_problem, core_artefacts
+from adapter.conformance.valuesets import compose_issues
+from adapter.conformance.xhtml import xhtml_problems
 from adapter.fhir.types import JsonObject, JsonValue
 from adapter.issue import Issue
 
+_COMPOSE: Final = frozenset({"ValueSet.compose.include", "ValueSet.compose.exclude"})
 _CODED: Final = frozenset({"code", "Coding", "CodeableConcept", "string", "uri"})
 
 
@@ -98,6 +101,8 @@ class InstanceWalker:
                 is_resource_root and "url" in children,
             )
             out.issues += extension_issues(node, names, path, out.known, out.unknown_extensions)
+        if def_path in _COMPOSE:
+            out.issues += compose_issues(node, path, out.known)
         if def_path == "Extension" or def_path.endswith(".extension"):
             has_value = any(k.startswith("value") for k in node)
             if ("extension" in node) == has_value:
@@ -125,8 +130,14 @@ class InstanceWalker:
             child = children.get(key)
             if child is None:
                 continue
-            if is_resource_root and key == "id" and "." not in path:
+            if is_resource_root and key == "id":
                 child = Child("id", child.element, "id", "id")
+            if value is None:
+                # JSON format: null only stands in a primitive array paired with `_name`
+                out.issues.append(
+                    Issue("error", "structure", f"The property {key} must not be null", path)
+                )
+                continue
             items = value if isinstance(value, list) else [value]
             as_list = isinstance(value, list)
             if as_list and not items:
@@ -177,6 +188,14 @@ class InstanceWalker:
             if problem is not None:
                 out.issues.append(Issue("error", "value", f"The value {problem}", path))
                 return
+            if type_code == "xhtml" and isinstance(item, str):
+                ids = [
+                    str(c.get("id"))
+                    for c in resource.get("contained") or []
+                    if isinstance(c, dict) and c.get("id")
+                ]
+                for text in xhtml_problems(item, ids):
+                    out.issues.append(Issue("error", "invalid", text, path))
             if el.binding and type_code in _CODED and isinstance(item, str):
                 vs = core_valueset(el.binding)
                 if vs is not None and not code_in(vs, item):

@@ -167,7 +167,7 @@ class KnownArtefacts:
                 table = _code_system(
                     url, bool(res.get("caseSensitive", False)), _concepts(res.get("concept"))
                 )
-                if res.get("content") == "supplement":
+                if res.get("content") == "supplement" or res.get("supplements"):
                     table = CodeSystemTable(url, table.case_sensitive, table.concepts, True)
                 out.extra_code_systems[url] = table
             elif rt == "ValueSet":
@@ -210,6 +210,12 @@ def core_artefacts() -> KnownArtefacts:
     return KnownArtefacts(code_systems, extensions, raw["canonical_types"], value_set_systems)
 
 
+def _sctid_ok(code: str) -> bool:
+    from adapter.conformance.valuesets import sctid_is_well_formed  # cycle
+
+    return sctid_is_well_formed(code)
+
+
 def coding_problem(known: KnownArtefacts, coding: JsonObject) -> tuple[str, str, str] | None:
     """(issue code, text, sub-path) if the Coding's code or display is wrong in a held system."""
     system, code = coding.get("system"), coding.get("code")
@@ -217,6 +223,8 @@ def coding_problem(known: KnownArtefacts, coding: JsonObject) -> tuple[str, str,
         return None
     cs = known.code_system(system)
     if cs is None:
+        if system == "http://snomed.info/sct" and not _sctid_ok(code):
+            return ("code-invalid", f"'{code}' is not a valid SNOMED CT identifier", "code")
         return None
     if cs.is_supplement:
         return (

@@ -1,0 +1,78 @@
+"""Narrative XHTML rules of R4 (narrative.html#xhtml, invariants txt-1 and txt-2).
+
+The div SHALL be well-formed XHTML in the XHTML namespace, use only the basic HTML formatting
+elements (HTML 4.0 chapters 7-11 and 15, `<a>`, `<img>` and tables), no scripts, forms, frames,
+base, link or style elements, no event attributes (`on...`), and no entities except the five XML
+ones and character references (XHTML in FHIR is XML, which knows no `&reg;`). An internal hyperlink (`href="#x"`) must resolve to an element of the
+narrative with that id or name, or to a contained resource. txt-2 (some non-whitespace content)
+is not enforced: an official R4 example (Questionnaire zika-virus-exposure-assessment) has an
+empty `<pre>` narrative and no reference validator case needs it.
+
+A DOCTYPE or entity declaration is refused before parsing, so the XML parser never expands one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+from xml.etree import ElementTree
+
+_XHTML_NS: Final = "{http://www.w3.org/1999/xhtml}"
+#: R4 narrative.html: the HTML 4.0 basic formatting elements that may appear.
+ALLOWED_ELEMENTS: Final = frozenset(
+    {
+        "p", "br", "div", "h1", "h2", "h3", "h4", "h5", "h6", "a", "span", "b", "em", "i",
+        "strong", "small", "big", "tt", "dfn", "q", "var", "abbr", "acronym", "cite",
+        "blockquote", "hr", "address", "bdo", "kbd", "sub", "sup", "ul", "ol", "li", "dl", "dt",
+        "dd", "pre", "table", "caption", "colgroup", "col", "thead", "tr", "tfoot", "tbody", "th",
+        "td", "code", "samp", "img", "map", "area", "u", "s", "strike", "font", "center", "ins",
+        "del", "label", "article", "section", "header", "footer", "nav", "figure", "figcaption",
+        "mark", "time", "wbr",
+    }
+)  # fmt: skip
+_ENTITY: Final = re.compile(r"&(?!(?:lt|gt|amp|quot|apos|#\d+|#x[0-9A-Fa-f]+);)([A-Za-z0-9]*;?)")
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def xhtml_problems(div: str, contained_ids: Iterable[str] = ()) -> list[str]:
+    """What is wrong with a narrative div, as texts that never echo the narrative's own text."""
+    if "<!DOCTYPE" in div or "<!ENTITY" in div:
+        return ["The XHTML must not contain a DOCTYPE or entity declarations"]
+    bad_entity = _ENTITY.search(div)
+    if bad_entity is not None:
+        return [f"Invalid entity in the XHTML ('&{bad_entity.group(1)}')"]
+    try:
+        root = ElementTree.fromstring(div)  # noqa: S314  # DOCTYPE/ENTITY refused above
+    except ElementTree.ParseError:
+        return ["The XHTML is not well-formed XML"]
+    problems: list[str] = []
+    if root.tag != _XHTML_NS + "div":
+        problems.append("The narrative must be a <div> in the XHTML namespace")
+    anchors: set[str] = set(contained_ids)
+    links: list[str] = []
+    for el in root.iter():
+        name = _local(el.tag)
+        if el.tag.startswith("{") and not el.tag.startswith(_XHTML_NS):
+            problems.append(f"Invalid element namespace in the XHTML ('{name}')")
+            continue
+        if name not in ALLOWED_ELEMENTS:
+            problems.append(f"Invalid element name in the XHTML ('{name}')")
+        for attr, value in el.attrib.items():
+            attr_name = _local(attr).lower()
+            if attr_name.startswith("on"):
+                problems.append(f"Invalid attribute name in the XHTML ('{attr_name}' on {name})")
+            if attr_name in ("href", "src") and value.strip().lower().startswith("javascript:"):
+                problems.append(f"Script URLs are not allowed in the XHTML ({name}@{attr_name})")
+            if attr_name in ("id", "name"):
+                anchors.add(value)
+        href = el.attrib.get("href")
+        if name == "a" and href is not None and href.startswith("#") and len(href) > 1:
+            links.append(href[1:])
+    for target in links:
+        if target not in anchors:
+            problems.append(f"Hyperlink '#{target}' does not resolve")
+    return problems
