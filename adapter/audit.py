@@ -5,11 +5,16 @@ type and id), with what outcome. It never carries clinical content: no resource 
 strings (they may hold NHS numbers), no names. AuditEvents are the one write that does not go
 through the pipeline: they are the adapter's own records, built here from known-safe values, and
 stored with `repo.create` so that an audit write cannot be rejected by clinical policy.
+
+An AuditEvent that cannot be stored is never dropped in silence: `AuditFailures` counts it, and
+the caller logs it at ERROR with a correlation id and the event itself (which holds no patient
+data by construction), so it can be recovered from the log.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Final, Literal
@@ -37,6 +42,33 @@ _ACTIONS: Final[dict[str, Action]] = {
     "operation": "E",
 }
 _NHS_LIKE: Final = re.compile(r"\b\d{3}\s?\d{3}\s?\d{4}\b")
+
+
+class AuditFailures:
+    """How many AuditEvents this process could not store (thread-safe; read `count`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def increment(self) -> int:
+        with self._lock:
+            self._count += 1
+            return self._count
+
+
+_CORRELATION_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def correlation_id(supplied: str | None) -> str:
+    """The caller's X-Request-ID (or X-Correlation-ID) if it is a plain token, else a new UUID."""
+    if supplied and _CORRELATION_ID.fullmatch(supplied):
+        return supplied
+    return str(uuid.uuid4())
 
 
 def redact(text: str) -> str:

@@ -3,11 +3,14 @@
 `current_grant` verifies the bearer token (embedded or external issuer) and returns a SmartGrant;
 with `auth_required` off it returns the all-access development grant instead. Enforcement helpers
 live in `adapter.auth.access` and are re-exported here for routers (`require`, `check_resource`,
-`check_readable`, `filter_bundle_for_grant`...). `audited(...)` records one AuditEvent per interaction.
+`check_readable`, `filter_bundle_for_grant`...). `audited(...)` records one AuditEvent per interaction; one that
+cannot be stored is counted (`SmartServices.audit_failures`) and logged whole at ERROR with a
+correlation id (X-Request-ID when the caller sends one), never dropped in silence.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ from adapter.audit import (
     OUTCOME_SERIOUS_FAILURE,
     OUTCOME_SUCCESS,
     audit_event,
+    correlation_id,
 )
 from adapter.auth.access import (
     Lookup,
@@ -117,11 +121,12 @@ def audited(
         outcome, status = OUTCOME_SERIOUS_FAILURE, 500
         raise
     finally:
-        if enabled:
-            _record(request, grant, interaction, note, outcome, status, operation)
+        if smart is not None and enabled:
+            _record(smart, request, grant, interaction, note, outcome, status, operation)
 
 
 def _record(
+    smart: SmartServices,
     request: Request,
     grant: SmartGrant,
     interaction: str,
@@ -142,10 +147,24 @@ def _record(
     )
     try:
         get_services(request).repo.create(event, id=event["id"])
-    except Exception:
-        log.exception(
+    except Exception as exc:
+        # The interaction itself stands (a write is already committed): count it, and log the
+        # event whole (it carries no clinical content) under a correlation id, so that it can be
+        # recovered from the log. No traceback: driver errors may quote SQL parameters.
+        failures = smart.audit_failures.increment()
+        supplied = request.headers.get("x-request-id") or request.headers.get("x-correlation-id")
+        log.error(
             "audit event could not be stored",
-            extra={"interaction": interaction, "resource_type": note.resource_type},
+            extra={
+                "correlation_id": correlation_id(supplied),
+                "error": type(exc).__name__,
+                "interaction": interaction,
+                "resource_type": note.resource_type,
+                "resource_id": note.resource_id,
+                "audit_outcome": outcome,
+                "audit_failures": failures,
+                "audit_event": json.dumps(event, separators=(",", ":")),
+            },
         )
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from joserfc.jwk import KeySet
 from sqlalchemy.engine import Engine
 
+from adapter.audit import AuditFailures
 from adapter.auth.clients import ClientRegistry
 from adapter.auth.keys import RemoteJwksCache, ServerKeys
 from adapter.auth.scopes import SmartGrant
@@ -29,6 +30,8 @@ class SmartServices:
     issuer: TokenIssuer
     verifier: IssuerRouter
     server: SmartAuthorizationServer
+    #: AuditEvents that could not be stored (each also logged at ERROR with a correlation id).
+    audit_failures: AuditFailures = field(default_factory=AuditFailures)
 
     @property
     def audit_enabled(self) -> bool:
