@@ -46,7 +46,8 @@ FHIR_TYPES: Final = (  # noqa: SIM905  (a word list reads better than 50 quoted 
     "Contributor DataRequirement Expression ParameterDefinition RelatedArtifact TriggerDefinition "
     "UsageContext Dosage Meta"
 ).split()
-_DATE_LIKE: Final = re.compile(r"^@?\d{4}(-\d\d)?")
+_FHIR_TYPE_SET: Final = frozenset(FHIR_TYPES)
+_DATE_LIKE: Final = re.compile(r"^@?\d{4}(-\d\d(-\d\d(T[\d:.]*(Z|[+-]\d\d:\d\d)?)?)?)?$")
 _OPS_EQ: Final = {"=", "!="}
 _OPS_CMP: Final = {"<", "<=", ">", ">="}
 
@@ -70,24 +71,31 @@ def _member(items: list[Any], name: str) -> list[Any]:
     for item in items:
         if not isinstance(item, dict):
             continue
-        if "_" + name in item:
-            raise Fallback(name)
         value = item.get(name)
         if value is None:
-            for suffix in FHIR_TYPES:
-                key = name + suffix
-                if key in item:
-                    if "_" + key in item:
-                        raise Fallback(key)
-                    value = item[key]
-                    break
-            else:
+            value = _choice(item, name)
+            if value is None:
+                if "_" + name in item:
+                    raise Fallback(name)
                 continue
+        elif "_" + name in item:
+            raise Fallback(name)
         if isinstance(value, list):
             out.extend(v for v in value if v is not None)
         else:
             out.append(value)
     return out
+
+
+def _choice(item: dict[str, Any], name: str) -> Any:
+    """`value` -> the `valueCoding` (etc.) key, scanning the item's few keys, not the type list."""
+    size = len(name)
+    for key in item:
+        if key.startswith(name) and key[size:] in _FHIR_TYPE_SET:
+            if "_" + key in item:
+                raise Fallback(key)
+            return item[key]
+    return None
 
 
 def _root_member(name: str) -> FastFn:
@@ -336,8 +344,10 @@ def _equality(node: dict[str, Any]) -> FastFn:
     op = _op(node)
     if op not in _OPS_EQ:
         raise Unsupported(op)
-    left, right = (_expr(c) for c in node["children"])
+    left_node, right_node = node["children"]
+    left, right = _expr(left_node), _expr(right_node)
     negate = op == "!="
+    literal = _string_constant(right_node)
 
     def equal(items: list[Any]) -> list[Any]:
         a, b = left(items), right(items)
@@ -348,7 +358,33 @@ def _equality(node: dict[str, Any]) -> FastFn:
         same = all(_equal(x, y) for x, y in zip(a, b, strict=True))
         return [same != negate]
 
-    return equal
+    if literal is None:
+        return equal
+
+    def equal_literal(items: list[Any]) -> list[Any]:
+        """`path = 'code'`: the common case, without the general type checks."""
+        a = left(items)
+        if not a:
+            return []
+        if len(a) != 1:
+            return [negate]
+        x = a[0]
+        if type(x) is str and (x == literal or not _DATE_LIKE.match(x)):
+            return [(x == literal) != negate]
+        return equal(items)
+
+    return equal_literal
+
+
+def _string_constant(node: dict[str, Any]) -> str | None:
+    """The value of a string literal that cannot be read as a date, else None."""
+    try:
+        value = _literal_value(node)
+    except Unsupported:
+        return None
+    if isinstance(value, str) and not _DATE_LIKE.match(value):
+        return value
+    return None
 
 
 def _inequality(node: dict[str, Any]) -> FastFn:

@@ -39,16 +39,18 @@ def detect(resource: JsonObject, ctx: ValidationContext) -> Nation | None:
 
 
 def _has_welsh_ods(node: Any, depth: int) -> bool:
-    if depth > 8:
-        return False
-    if isinstance(node, dict):
-        if node.get("system") == ODS_SYSTEM and str(node.get("value", "")).upper().startswith(
-            WELSH_HEALTH_BOARD_ODS_PREFIX
-        ):
-            return True
-        return any(
-            _has_welsh_ods(v, depth + 1) for k, v in node.items() if isinstance(v, dict | list)
-        )
-    if isinstance(node, list):
-        return any(_has_welsh_ods(v, depth + 1) for v in node)
+    """Iterative walk (runs on every resource of every write): dicts and lists only, to depth 8."""
+    stack: list[tuple[Any, int]] = [(node, depth)]
+    while stack:
+        current, level = stack.pop()
+        if level > 8:
+            continue
+        if isinstance(current, dict):
+            if current.get("system") == ODS_SYSTEM and str(
+                current.get("value", "")
+            ).upper().startswith(WELSH_HEALTH_BOARD_ODS_PREFIX):
+                return True
+            stack.extend((v, level + 1) for v in current.values() if isinstance(v, dict | list))
+        elif isinstance(current, list):
+            stack.extend((v, level + 1) for v in current if isinstance(v, dict | list))
     return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -54,7 +55,12 @@ def values(node: Any, path: str) -> list[Any]:
     return current
 
 
-def _steps(path: str) -> Iterator[str]:
+@functools.cache
+def _steps(path: str) -> tuple[str, ...]:
+    return tuple(_split_steps(path))
+
+
+def _split_steps(path: str) -> Iterator[str]:
     depth, start = 0, 0
     for i, ch in enumerate(path):
         if ch in "([":
