@@ -256,6 +256,7 @@ def build_terminology(tgz: Path) -> dict[str, Any]:
     """Complete code systems (code -> displays), canonical URL -> type, extension definitions."""
     canonical: dict[str, str] = {}
     value_sets: dict[str, Any] = {}
+    search_params: dict[str, Any] = {}
     code_systems: dict[str, Any] = {}
     extensions: dict[str, Any] = {}
     with tarfile.open(tgz) as tar:
@@ -294,6 +295,8 @@ def build_terminology(tgz: Path) -> dict[str, Any]:
                 canonical[url] = rt
             if rt == "ValueSet":
                 value_sets[url] = res
+            if rt == "SearchParameter":
+                search_params[url] = {"type": res.get("type"), "base": res.get("base", [])}
             if rt == "CodeSystem" and res.get("content") == "complete":
                 code_systems[url] = {
                     "case_sensitive": bool(res.get("caseSensitive", False)),
@@ -312,6 +315,7 @@ def build_terminology(tgz: Path) -> dict[str, Any]:
             "generator": "tools/gen_conformance_tables.py",
         },
         "canonical_types": canonical,
+        "search_params": search_params,
         "value_set_systems": {
             url: systems
             for url in sorted(value_sets)
@@ -322,9 +326,66 @@ def build_terminology(tgz: Path) -> dict[str, Any]:
     }
 
 
+_GENERIC_CONTEXTS = {
+    "Element",
+    "Base",
+    "Resource",
+    "DomainResource",
+    "BackboneElement",
+    "CanonicalResource",
+    "MetadataResource",
+    "Quantity",
+}
+
+
+def observed_contexts(tgz: Path) -> dict[str, list[str]]:
+    """Where the R4 package's own resources use core extensions outside their declared context.
+
+    R4 declares some contexts more narrowly than its own artefacts use them (normative-version on
+    ValueSet, regex on ElementDefinition.type, ...); later versions of those extensions declare the
+    wider context and the reference validator accepts these uses. We take the package's own usage
+    as evidence and allow exactly those element paths. Runs the validator over the package, so the
+    terminology table must already be written.
+    """
+    sys.path.insert(0, str(ROOT))
+    from adapter.conformance import extensions, terminology
+    from adapter.conformance.validator import ConformanceValidator
+    from adapter.context import ValidationContext
+
+    terminology.core_artefacts.cache_clear()
+    seen: dict[str, set[str]] = {}
+    real = extensions._context_allows
+
+    def record(definition: Any, names: frozenset[str], parent: str | None) -> bool:
+        if not real(definition, names, parent):
+            seen.setdefault(definition.url, set()).update(names - _GENERIC_CONTEXTS)
+        return True
+
+    extensions._context_allows = record  # type: ignore[assignment]  # generator-only probe
+    try:
+        validator = ConformanceValidator(profiles_dir=ROOT / "profiles")
+        with tarfile.open(tgz) as tar:
+            for member in tar.getmembers():
+                fh = tar.extractfile(member)
+                if fh is None or not member.name.endswith(".json"):
+                    continue
+                res = json.loads(fh.read())
+                if isinstance(res, dict) and "resourceType" in res:
+                    validator.validate(res, ValidationContext(mode="validate"))
+    finally:
+        extensions._context_allows = real
+    return {url: sorted(paths) for url, paths in sorted(seen.items())}
+
+
 def main() -> None:
     tgz = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_TGZ
     terminology = build_terminology(tgz)
+    TERMINOLOGY_OUT.write_text(
+        json.dumps(terminology, separators=(",", ":"), sort_keys=True) + "\n", encoding="utf-8"
+    )
+    for url, paths in observed_contexts(tgz).items():
+        if url in terminology["extensions"]:
+            terminology["extensions"][url]["context"] += [["element", p] for p in paths]
     TERMINOLOGY_OUT.write_text(
         json.dumps(terminology, separators=(",", ":"), sort_keys=True) + "\n", encoding="utf-8"
     )

@@ -36,11 +36,6 @@ _QUANTITY_KINDS: Final = frozenset(
     {"Age", "Count", "Distance", "Duration", "MoneyQuantity", "SimpleQuantity"}
 )
 _ALWAYS: Final = frozenset({"Element", "Base"})
-#: Uses that R4's own definitions make outside the declared context (R4 errata; later versions of
-#: these extensions declare the wider context).
-_ERRATA_CONTEXTS: Final[dict[str, str]] = {
-    CORE_EXTENSION_BASE + "structuredefinition-fhir-type": "ElementDefinition.type",
-}
 
 
 _PRIMITIVES: Final = frozenset(
@@ -80,7 +75,7 @@ def _value_type(ext: JsonObject) -> str | None:
 def _context_allows(
     definition: ExtensionDef, names: frozenset[str], parent_extension_url: str | None
 ) -> bool:
-    if not definition.contexts or _ERRATA_CONTEXTS.get(definition.url, "") in names:
+    if not definition.contexts:
         return True
     for kind, expression in definition.contexts:
         if kind == "element" and (expression in names or expression in _ALWAYS):

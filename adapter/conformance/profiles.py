@@ -51,6 +51,10 @@ def _contains(value: JsonValue, pattern: JsonValue) -> bool:
     return bool(value == pattern)
 
 
+def _get(node: JsonValue, name: str) -> JsonValue:
+    return node.get(name) if isinstance(node, dict) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     name: str
@@ -71,6 +75,10 @@ class CompiledProfile:
         out: dict[str, list[tuple[str, JsonValue]]] = {}
         for el in self.elements:
             eid = str(el.get("id", el["path"]))
+            own = _prefixed(el, "fixed") or _prefixed(el, "pattern")
+            if el.get("sliceName") and ":" in eid.rsplit(".", 1)[-1] and own is not None:
+                # a `$this` pattern/value discriminator: the slice's own value selects members
+                out.setdefault(eid, []).append(("$this", own[1]))
             head, _, child = eid.rpartition(".")
             if ":" not in head.rsplit(".", 1)[-1]:
                 continue
@@ -138,10 +146,15 @@ class ProfileRegistry:
         ]
         if not urls:
             return []
-        # Supporting StructureDefinitions from elsewhere are not used: third-party differentials
-        # (deep slicing, profiled extensions) need a snapshot generator we do not have.
-        del supporting
-        extra: dict[str, JsonObject] = {}
+        # Supporting StructureDefinitions (e.g. shipped with a $validate call) are applied from
+        # their differential like ours; they are compiled per call and not cached.
+        extra: dict[str, JsonObject] = {
+            _canonical(sd["url"]): sd
+            for sd in supporting
+            if sd.get("resourceType") == "StructureDefinition"
+            and isinstance(sd.get("url"), str)
+            and isinstance((sd.get("differential") or {}).get("element"), list)
+        }
         issues: list[Issue] = []
         rt = str(resource.get("resourceType"))
         for url in dict.fromkeys(_canonical(u) for u in urls):
@@ -178,7 +191,13 @@ class ProfileRegistry:
         profile = CompiledProfile(url, str(sd.get("id", url)), str(sd.get("type")), elements)
         for el in elements:
             for c in el.get("constraint") or []:
-                if c.get("severity") == "error" and isinstance(c.get("expression"), str):
+                if (
+                    c.get("severity") == "error"
+                    and isinstance(c.get("expression"), str)
+                    # fhirpathpy 2.2 gives wrong type() results on %context/%resource: never
+                    # judge with it (counts as passed, like any invariant we cannot evaluate)
+                    and ".type()" not in c["expression"]
+                ):
                     inv = compile_invariant(
                         str(c.get("key")), c["expression"], str(c.get("human", ""))
                     )
@@ -212,7 +231,7 @@ class ProfileRegistry:
                     kids = [
                         (k, p)
                         for k, p in kids
-                        if isinstance(k, dict) and all(_contains(k.get(f), v) for f, v in filters)
+                        if all(_contains(k if f == "$this" else _get(k, f), v) for f, v in filters)
                     ]
                 if last:
                     yield (node, path), kids

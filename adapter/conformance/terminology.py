@@ -31,6 +31,8 @@ class CodeSystemTable:
     #: code -> display and designations; keys lower-cased when not case sensitive.
     concepts: Mapping[str, tuple[str, ...]]
     is_supplement: bool = False
+    #: property code -> type (CodeSystem.property), for filters on properties
+    property_types: Mapping[str, str] = field(default_factory=dict)
 
     def names(self, code: str) -> tuple[str, ...] | None:
         """The display names of `code`, or None if the code is not in the system."""
@@ -124,6 +126,8 @@ class KnownArtefacts:
     canonical_types: Mapping[str, str]
     #: value set -> the code systems it draws from (compose.include.system, imports resolved).
     value_set_systems: Mapping[str, frozenset[str]]
+    #: core SearchParameter url -> (type, base resource types)
+    search_params: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     #: Per-call additions (supporting artefacts); looked up first.
     extra_code_systems: dict[str, CodeSystemTable] = field(default_factory=dict)
     extra_extensions: dict[str, ExtensionDef] = field(default_factory=dict)
@@ -151,6 +155,7 @@ class KnownArtefacts:
             self.extensions,
             self.canonical_types,
             self.value_set_systems,
+            self.search_params,
             dict(self.extra_code_systems),
             dict(self.extra_extensions),
             dict(self.extra_canonicals),
@@ -167,8 +172,15 @@ class KnownArtefacts:
                 table = _code_system(
                     url, bool(res.get("caseSensitive", False)), _concepts(res.get("concept"))
                 )
-                if res.get("content") == "supplement" or res.get("supplements"):
-                    table = CodeSystemTable(url, table.case_sensitive, table.concepts, True)
+                props = {
+                    str(p.get("code")): str(p.get("type"))
+                    for p in res.get("property") or []
+                    if isinstance(p, dict)
+                }
+                is_supplement = res.get("content") == "supplement" or bool(res.get("supplements"))
+                table = CodeSystemTable(
+                    url, table.case_sensitive, table.concepts, is_supplement, props
+                )
                 out.extra_code_systems[url] = table
             elif rt == "ValueSet":
                 includes = (res.get("compose") or {}).get("include") or []
@@ -207,7 +219,12 @@ def core_artefacts() -> KnownArtefacts:
     value_set_systems = {
         url: frozenset(systems) for url, systems in raw["value_set_systems"].items()
     }
-    return KnownArtefacts(code_systems, extensions, raw["canonical_types"], value_set_systems)
+    search_params = {
+        url: (str(row["type"]), tuple(row["base"])) for url, row in raw["search_params"].items()
+    }
+    return KnownArtefacts(
+        code_systems, extensions, raw["canonical_types"], value_set_systems, search_params
+    )
 
 
 def _sctid_ok(code: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from adapter.conformance.artefacts import artefact_issues
 from adapter.conformance.bundles import bundle_issues
 from adapter.conformance.definitions import core_definitions
 from adapter.conformance.extensions import UnknownExtensionPolicy
@@ -80,7 +81,10 @@ class ConformanceValidator:
         )
         if rt == "Bundle":
             issues += bundle_issues(resource)
-        issues += self.profiles.validate(resource, ctx.profiles, supporting)
+        issues += artefact_issues(resource, rt, known)
+        issues += self.profiles.validate(
+            resource, (*ctx.profiles, *_global_profiles(supporting, rt)), supporting
+        )
         for path, qr, holder in _responses(resource, rt):
             q = self._find_questionnaire(qr, holder, ctx, supporting)
             if q is not None and "_wrong_type" in q:
@@ -150,6 +154,17 @@ class ConformanceValidator:
         if ctx.store_lookup is not None and "/Questionnaire/" in key:
             return ctx.store_lookup("Questionnaire", key.rsplit("/", 1)[-1])
         return None
+
+
+def _global_profiles(supporting: list[JsonObject], rt: str) -> list[str]:
+    """ImplementationGuide.global: profiles every resource of a type covered by the guide meets."""
+    return [
+        str(g["profile"])
+        for ig in supporting
+        if ig.get("resourceType") == "ImplementationGuide"
+        for g in ig.get("global") or []
+        if isinstance(g, dict) and g.get("type") == rt and isinstance(g.get("profile"), str)
+    ]
 
 
 def _responses(resource: JsonObject, rt: str) -> list[tuple[str, JsonObject, JsonObject]]:

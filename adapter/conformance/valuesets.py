@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from adapter.conformance.terminology import KnownArtefacts
+from adapter.conformance.terminology import CodeSystemTable, KnownArtefacts
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 
 SNOMED_CT: Final = "http://snomed.info/sct"
 _ABSOLUTE_URI: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+_CODING_VALUE: Final = re.compile(r"^(\S+?)(?:\|[^#]*)?#(.+)$")
 _SCTID: Final = re.compile(r"^[1-9]\d{5,17}$")
 #: Verhoeff tables (dihedral group D5), as used by SNOMED CT identifiers.
 _D: Final = (
@@ -74,6 +75,8 @@ def compose_issues(include: JsonObject, path: str, known: KnownArtefacts) -> lis
         ]
     issues: list[Issue] = []
     cs = known.code_system(system)
+    if cs is not None:
+        issues += _filter_issues(include, path, cs, known)
     for i, concept in enumerate(include.get("concept") or []):
         code = concept.get("code") if isinstance(concept, dict) else None
         if not isinstance(code, str):
@@ -92,6 +95,42 @@ def compose_issues(include: JsonObject, path: str, known: KnownArtefacts) -> lis
             issues.append(
                 Issue(
                     "error", "code-invalid", f"'{code}' is not a valid SNOMED CT identifier", where
+                )
+            )
+    return issues
+
+
+def _filter_issues(
+    include: JsonObject, path: str, cs: CodeSystemTable, known: KnownArtefacts
+) -> list[Issue]:
+    """A filter on a property of type Coding takes `system(|version)#code`, a code that exists."""
+    issues: list[Issue] = []
+    for i, flt in enumerate(include.get("filter") or []):
+        if not isinstance(flt, dict) or not isinstance(flt.get("value"), str):
+            continue
+        if cs.property_types.get(str(flt.get("property"))) != "Coding" or flt.get("op") != "=":
+            continue
+        where = f"{path}.filter[{i}]"
+        m = _CODING_VALUE.match(flt["value"])
+        if m is None:
+            issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    f"The value for a filter on the Coding property '{flt.get('property')}' must be "
+                    "in the format system(|version)#code",
+                    where,
+                )
+            )
+            continue
+        target = known.code_system(m.group(1))
+        if target is not None and target.names(m.group(2)) is None:
+            issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    f"The filter value names an unknown code in the CodeSystem '{m.group(1)}'",
+                    where,
                 )
             )
     return issues

@@ -1,0 +1,167 @@
+"""Rules for conformance resources themselves: CodeSystem properties and supplements, SearchParameter
+derivation, CapabilityStatement search parameters.
+
+R4 codesystem.html: a supplement (`supplements` set) has content `supplement`; each property code
+is defined once, and a concept's property value has the type its definition declares.
+R4 searchparameter.html: a SearchParameter derived from another (`derivedFrom`) keeps its type and
+its base types. R4 capabilitystatement.html: a searchParam that names its definition has that
+definition's type. Core SearchParameters come from the tables (terminology.py).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from adapter.conformance.terminology import KnownArtefacts
+from adapter.fhir.types import JsonObject
+from adapter.issue import Issue
+
+_PROPERTY_VALUE: Final[dict[str, str]] = {
+    "code": "valueCode",
+    "Coding": "valueCoding",
+    "string": "valueString",
+    "integer": "valueInteger",
+    "boolean": "valueBoolean",
+    "dateTime": "valueDateTime",
+    "decimal": "valueDecimal",
+}
+
+
+def artefact_issues(resource: JsonObject, rt: str, known: KnownArtefacts) -> list[Issue]:
+    if rt == "CodeSystem":
+        return _code_system(resource)
+    if rt == "SearchParameter":
+        return _search_parameter(resource, known)
+    if rt == "CapabilityStatement":
+        return _capability_statement(resource, known)
+    return []
+
+
+def _code_system(cs: JsonObject) -> list[Issue]:
+    issues: list[Issue] = []
+    if cs.get("supplements") and cs.get("content") != "supplement":
+        issues.append(
+            Issue(
+                "error",
+                "business-rule",
+                "A CodeSystem that supplements another SHALL have content 'supplement'",
+                "CodeSystem.content",
+            )
+        )
+    declared: dict[str, str] = {}
+    seen_uris: set[str] = set()
+    for i, prop in enumerate(cs.get("property") or []):
+        if not isinstance(prop, dict):
+            continue
+        code, uri = prop.get("code"), prop.get("uri")
+        if isinstance(code, str) and code in declared:
+            issues.append(
+                Issue(
+                    "error",
+                    "business-rule",
+                    f"A property is already defined with the code '{code}'",
+                    f"CodeSystem.property[{i}]",
+                )
+            )
+        elif isinstance(code, str):
+            declared[code] = str(prop.get("type"))
+        if isinstance(uri, str) and uri in seen_uris:
+            issues.append(
+                Issue(
+                    "error",
+                    "business-rule",
+                    f"A property is already defined with the URI '{uri}'",
+                    f"CodeSystem.property[{i}]",
+                )
+            )
+        elif isinstance(uri, str):
+            seen_uris.add(uri)
+    _concept_properties(cs.get("concept"), "CodeSystem", declared, issues)
+    return issues
+
+
+def _concept_properties(
+    concepts: object, path: str, declared: dict[str, str], issues: list[Issue]
+) -> None:
+    if not isinstance(concepts, list):
+        return
+    for i, concept in enumerate(concepts):
+        if not isinstance(concept, dict):
+            continue
+        where = f"{path}.concept[{i}]"
+        for j, prop in enumerate(concept.get("property") or []):
+            if not isinstance(prop, dict):
+                continue
+            want = _PROPERTY_VALUE.get(declared.get(str(prop.get("code")), ""))
+            got = next((k for k in prop if k.startswith("value")), None)
+            if want is not None and got is not None and got != want:
+                issues.append(
+                    Issue(
+                        "error",
+                        "business-rule",
+                        f"The property '{prop.get('code')}' has a value of type {got[5:]}, but "
+                        f"is defined with the type {want[5:]}",
+                        f"{where}.property[{j}]",
+                    )
+                )
+        _concept_properties(concept.get("concept"), where, declared, issues)
+
+
+def _search_parameter(sp: JsonObject, known: KnownArtefacts) -> list[Issue]:
+    parent_url = sp.get("derivedFrom")
+    parent = (
+        known.search_params.get(parent_url.split("|", 1)[0])
+        if isinstance(parent_url, str)
+        else None
+    )
+    if parent is None:
+        return []
+    issues: list[Issue] = []
+    parent_type, parent_base = parent
+    if isinstance(sp.get("type"), str) and sp["type"] != parent_type:
+        issues.append(
+            Issue(
+                "error",
+                "business-rule",
+                f"The type {sp['type']} differs from the type {parent_type} of the SearchParameter "
+                f"it is derived from ({parent_url})",
+                "SearchParameter.type",
+            )
+        )
+    for i, base in enumerate(sp.get("base") or []):
+        if isinstance(base, str) and parent_base and base not in parent_base:
+            issues.append(
+                Issue(
+                    "error",
+                    "business-rule",
+                    f"The resource type {base} is not a base of the SearchParameter it is derived "
+                    f"from ({parent_url})",
+                    f"SearchParameter.base[{i}]",
+                )
+            )
+    return issues
+
+
+def _capability_statement(cs: JsonObject, known: KnownArtefacts) -> list[Issue]:
+    issues: list[Issue] = []
+    for r, rest in enumerate(cs.get("rest") or []):
+        if not isinstance(rest, dict):
+            continue
+        for s, res in enumerate(rest.get("resource") or []):
+            if not isinstance(res, dict):
+                continue
+            for p, param in enumerate(res.get("searchParam") or []):
+                if not isinstance(param, dict) or not isinstance(param.get("definition"), str):
+                    continue
+                found = known.search_params.get(param["definition"].split("|", 1)[0])
+                if found is not None and param.get("type") not in (None, found[0]):
+                    issues.append(
+                        Issue(
+                            "error",
+                            "business-rule",
+                            f"The searchParam type {param.get('type')} differs from the type "
+                            f"{found[0]} of its definition",
+                            f"CapabilityStatement.rest[{r}].resource[{s}].searchParam[{p}].type",
+                        )
+                    )
+    return issues
