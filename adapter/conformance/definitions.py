@@ -48,6 +48,8 @@ class Child:
     def_path: (
         str  # where its own children are defined (type name, inline path or content reference)
     )
+    #: A primitive type (checked by format, binding and XHTML rules, never walked into).
+    is_primitive: bool = False
 
 
 @dataclass(slots=True)
@@ -81,13 +83,17 @@ class CoreDefinitions:
             if name.endswith("[x]"):
                 base = name[:-3]
                 for t in el.types:
-                    out[base + t[:1].upper() + t[1:]] = Child(base, el, t, t)
+                    out[base + t[:1].upper() + t[1:]] = Child(
+                        base, el, t, t, is_primitive=self.is_primitive(t)
+                    )
                 continue
             if el.content_ref:
                 out[name] = Child(name, el, "BackboneElement", el.content_ref)
                 continue
             t = el.types[0] if el.types else "Element"
-            out[name] = Child(name, el, t, path if t in INLINE_TYPES else t)
+            out[name] = Child(
+                name, el, t, path if t in INLINE_TYPES else t, is_primitive=self.is_primitive(t)
+            )
         self._children[def_path] = out
         return out
 

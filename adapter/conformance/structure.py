@@ -131,7 +131,7 @@ class InstanceWalker:
             if child is None:
                 continue
             if is_resource_root and key == "id":
-                child = Child("id", child.element, "id", "id")
+                child = Child("id", child.element, "id", "id", is_primitive=True)
             if value is None:
                 # JSON format: null only stands in a primitive array paired with `_name`
                 out.issues.append(
@@ -144,9 +144,20 @@ class InstanceWalker:
                 out.issues.append(
                     Issue("error", "invariant", "ele-1: Arrays must not be empty", f"{path}.{key}")
                 )
+            if child.is_primitive:
+                for i, item in enumerate(items):
+                    if item is None:
+                        continue  # a null in a primitive array, paired with `_name`
+                    problem = primitive_problem(child.type_code, item)
+                    if problem is None and not child.element.binding and child.type_code != "xhtml":
+                        continue  # the common case: a valid primitive with nothing else to check
+                    item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
+                    self._primitive(child, item, item_path, problem, resource, out)
+                continue
+            element_path = f"{def_path}.{child.name}"
             for i, item in enumerate(items):
                 item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
-                self._item(child, item, item_path, resource, root, out, f"{def_path}.{child.name}")
+                self._item(child, item, item_path, resource, root, out, element_path)
         for req in defs.required_children(def_path):
             name = req.path.rsplit(".", 1)[-1]
             if name.endswith("[x]"):
@@ -179,35 +190,9 @@ class InstanceWalker:
         out: WalkResult,
         element_path: str,
     ) -> None:
-        defs = self._defs
         el, type_code = child.element, child.type_code
-        if item is None:
-            return  # a null in a primitive array, paired with `_name`; the parser checks pairing
-        if defs.is_primitive(type_code):
-            problem = primitive_problem(type_code, item)
-            if problem is not None:
-                out.issues.append(Issue("error", "value", f"The value {problem}", path))
-                return
-            if type_code == "xhtml" and isinstance(item, str):
-                ids = [
-                    str(c.get("id"))
-                    for c in resource.get("contained") or []
-                    if isinstance(c, dict) and c.get("id")
-                ]
-                for text in xhtml_problems(item, ids):
-                    out.issues.append(Issue("error", "invalid", text, path))
-            if el.binding and type_code in _CODED and isinstance(item, str):
-                vs = core_valueset(el.binding)
-                if vs is not None and not code_in(vs, item):
-                    out.issues.append(
-                        Issue(
-                            "error",
-                            "code-invalid",
-                            f"The code is not in the required value set {el.binding}",
-                            path,
-                        )
-                    )
-            return
+        if item is None or child.is_primitive:
+            return  # primitives are checked in `_walk` (`_primitive`)
         if not isinstance(item, dict):
             return  # wrong JSON kind: reported by the structural parse
         if type_code == "Resource":
@@ -233,6 +218,40 @@ class InstanceWalker:
         if el.constraints and child.def_path != el.path:
             self._invariants(el.constraints, item, child.def_path, path, resource, root, out)
         self._walk(item, child.def_path, path, resource, root, out, element_path=element_path)
+
+    @staticmethod
+    def _primitive(
+        child: Child,
+        item: JsonValue,
+        path: str,
+        problem: str | None,
+        resource: JsonObject,
+        out: WalkResult,
+    ) -> None:
+        """Issues for one primitive value whose format check gave `problem`."""
+        el, type_code = child.element, child.type_code
+        if problem is not None:
+            out.issues.append(Issue("error", "value", f"The value {problem}", path))
+            return
+        if type_code == "xhtml" and isinstance(item, str):
+            ids = [
+                str(c.get("id"))
+                for c in resource.get("contained") or []
+                if isinstance(c, dict) and c.get("id")
+            ]
+            for text in xhtml_problems(item, ids):
+                out.issues.append(Issue("error", "invalid", text, path))
+        if el.binding and type_code in _CODED and isinstance(item, str):
+            vs = core_valueset(el.binding)
+            if vs is not None and not code_in(vs, item):
+                out.issues.append(
+                    Issue(
+                        "error",
+                        "code-invalid",
+                        f"The code is not in the required value set {el.binding}",
+                        path,
+                    )
+                )
 
     def _binding(
         self, el: ElementDef, type_code: str, item: JsonObject, path: str, out: WalkResult

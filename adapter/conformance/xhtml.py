@@ -8,7 +8,8 @@ narrative with that id or name, or to a contained resource. txt-2 (some non-whit
 is not enforced: an official R4 example (Questionnaire zika-virus-exposure-assessment) has an
 empty `<pre>` narrative and no reference validator case needs it.
 
-A DOCTYPE or entity declaration is refused before parsing, so the XML parser never expands one.
+A DOCTYPE or entity declaration is refused before parsing, so the XML parser never expands one;
+expat reports elements as it reads them (no tree is built).
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Final
-from xml.etree import ElementTree
+from xml.parsers import expat
 
-_XHTML_NS: Final = "{http://www.w3.org/1999/xhtml}"
 #: R4 narrative.html: the HTML 4.0 basic formatting elements that may appear.
 ALLOWED_ELEMENTS: Final = frozenset(
     {
@@ -34,45 +34,61 @@ ALLOWED_ELEMENTS: Final = frozenset(
 _ENTITY: Final = re.compile(r"&(?!(?:lt|gt|amp|quot|apos|#\d+|#x[0-9A-Fa-f]+);)([A-Za-z0-9]*;?)")
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
+_NS_URI: Final = "http://www.w3.org/1999/xhtml"
+
+
+class _Scan:
+    """expat callbacks: element names, attributes and anchors, without building a tree."""
+
+    def __init__(self, anchors: set[str]) -> None:
+        self.problems: list[str] = []
+        self.anchors = anchors
+        self.links: list[str] = []
+        self.depth = 0
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        uri, _, name = tag.rpartition(" ")
+        if self.depth == 0 and (name != "div" or uri != _NS_URI):
+            self.problems.append("The narrative must be a <div> in the XHTML namespace")
+        self.depth += 1
+        if uri and uri != _NS_URI:
+            self.problems.append(f"Invalid element namespace in the XHTML ('{name}')")
+            return
+        if name not in ALLOWED_ELEMENTS:
+            self.problems.append(f"Invalid element name in the XHTML ('{name}')")
+        for attr, value in attrs.items():
+            attr_name = attr.rpartition(" ")[2].lower()
+            if attr_name.startswith("on"):
+                self.problems.append(
+                    f"Invalid attribute name in the XHTML ('{attr_name}' on {name})"
+                )
+            elif attr_name in ("href", "src") and value.strip().lower().startswith("javascript:"):
+                self.problems.append(
+                    f"Script URLs are not allowed in the XHTML ({name}@{attr_name})"
+                )
+            elif attr_name in ("id", "name"):
+                self.anchors.add(value)
+        href = attrs.get("href")
+        if name == "a" and href is not None and href.startswith("#") and len(href) > 1:
+            self.links.append(href[1:])
 
 
 def xhtml_problems(div: str, contained_ids: Iterable[str] = ()) -> list[str]:
     """What is wrong with a narrative div, as texts that never echo the narrative's own text."""
     if "<!DOCTYPE" in div or "<!ENTITY" in div:
         return ["The XHTML must not contain a DOCTYPE or entity declarations"]
-    bad_entity = _ENTITY.search(div)
-    if bad_entity is not None:
-        return [f"Invalid entity in the XHTML ('&{bad_entity.group(1)}')"]
+    if "&" in div:
+        bad_entity = _ENTITY.search(div)
+        if bad_entity is not None:
+            return [f"Invalid entity in the XHTML ('&{bad_entity.group(1)}')"]
+    scan = _Scan(set(contained_ids))
+    parser = expat.ParserCreate(namespace_separator=" ")
+    parser.StartElementHandler = scan.start
     try:
-        root = ElementTree.fromstring(div)  # noqa: S314  # DOCTYPE/ENTITY refused above
-    except ElementTree.ParseError:
+        parser.Parse(div, True)
+    except expat.ExpatError:
         return ["The XHTML is not well-formed XML"]
-    problems: list[str] = []
-    if root.tag != _XHTML_NS + "div":
-        problems.append("The narrative must be a <div> in the XHTML namespace")
-    anchors: set[str] = set(contained_ids)
-    links: list[str] = []
-    for el in root.iter():
-        name = _local(el.tag)
-        if el.tag.startswith("{") and not el.tag.startswith(_XHTML_NS):
-            problems.append(f"Invalid element namespace in the XHTML ('{name}')")
-            continue
-        if name not in ALLOWED_ELEMENTS:
-            problems.append(f"Invalid element name in the XHTML ('{name}')")
-        for attr, value in el.attrib.items():
-            attr_name = _local(attr).lower()
-            if attr_name.startswith("on"):
-                problems.append(f"Invalid attribute name in the XHTML ('{attr_name}' on {name})")
-            if attr_name in ("href", "src") and value.strip().lower().startswith("javascript:"):
-                problems.append(f"Script URLs are not allowed in the XHTML ({name}@{attr_name})")
-            if attr_name in ("id", "name"):
-                anchors.add(value)
-        href = el.attrib.get("href")
-        if name == "a" and href is not None and href.startswith("#") and len(href) > 1:
-            links.append(href[1:])
-    for target in links:
-        if target not in anchors:
-            problems.append(f"Hyperlink '#{target}' does not resolve")
-    return problems
+    for target in scan.links:
+        if target not in scan.anchors:
+            scan.problems.append(f"Hyperlink '#{target}' does not resolve")
+    return scan.problems
