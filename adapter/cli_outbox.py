@@ -111,6 +111,7 @@ def work(
             settings.outbox_breaker_threshold, settings.outbox_breaker_reset_seconds
         ),
         batch_size=settings.outbox_batch_size,
+        messages_per_bundle=settings.outbox_messages_per_bundle,
     )
 
     async def main() -> None:

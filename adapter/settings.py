@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     outbox_backoff_base_seconds: float = 0.5
     outbox_backoff_max_seconds: float = 300.0
     outbox_batch_size: int = 50
+    #: Claimed messages joined into one transaction Bundle per request (1: one request each).
+    outbox_messages_per_bundle: int = 10
     outbox_poll_seconds: float = 0.5
     #: Consecutive failed deliveries that open the circuit, and how long it stays open.
     outbox_breaker_threshold: int = 5

@@ -93,6 +93,7 @@ def build_delivery(settings: Settings, repo: Repository) -> Any:
         policy=policy,
         breaker=repo.breaker,
         batch_size=settings.outbox_batch_size,
+        messages_per_bundle=settings.outbox_messages_per_bundle,
     )
     delivery = BackgroundDelivery(worker, poll_seconds=settings.outbox_poll_seconds)
     delivery.start()

@@ -124,3 +124,55 @@ def test_delivery_is_one_transaction_bundle_of_puts_and_a_referral_waits_for_its
     assert all(b["type"] == "transaction" for b in sent)
     assert "versionId" not in sent[0]["entry"][0]["resource"].get("meta", {})
     assert repo.outbox.status()["delivered"] == 2
+
+
+def _three_patients(repo):
+    for i in range(3):
+        repo.create(PATIENT, id=f"p{i}")
+
+
+def test_claimed_messages_travel_in_one_bundle_and_a_retryable_failure_retries_them_all(repo):
+    _three_patients(repo)
+    sent: list[dict] = []
+    answers = iter([503, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(next(answers), json={"resourceType": "Bundle", "type": "x"})
+
+    worker = worker_for(repo, handler)
+    worker.messages_per_bundle = 10
+    asyncio.run(worker.run_once())
+    assert repo.outbox.status()["pending"] == 3  # all three rescheduled, none dead
+    repo.breaker.success()
+    asyncio.run(worker.run_once())
+    assert [len(b["entry"]) for b in sent] == [3, 3]
+    assert repo.outbox.status()["delivered"] == 3
+    assert worker.delivered_count == 3
+
+
+def test_a_poison_message_in_a_bundle_is_found_alone_and_only_it_is_dead_lettered(repo):
+    _three_patients(repo)
+    sent: list[list[str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        urls = [e["request"]["url"] for e in json.loads(request.content)["entry"]]
+        sent.append(urls)
+        if "Patient/p1" in urls:
+            outcome = {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "invariant", "diagnostics": "bad"}],
+            }
+            return httpx.Response(422, json=outcome)
+        return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"})
+
+    worker = worker_for(repo, handler)
+    worker.messages_per_bundle = 10
+    asyncio.run(worker.run_once())
+    assert sent[0] == ["Patient/p0", "Patient/p1", "Patient/p2"]
+    assert sorted(map(tuple, sent[1:])) == [("Patient/p0",), ("Patient/p1",), ("Patient/p2",)]
+    status = repo.outbox.status()
+    assert (status["delivered"], status["dead"]) == (2, 1)
+    entries, errors = repo.outbox.dead_letter(1)
+    assert entries[0]["request"]["url"] == "Patient/p1"
+    assert [e["status"] for e in errors] == [422]
