@@ -96,7 +96,9 @@ def test_put_and_delete_are_replayed_without_a_new_version(client, services):
     assert first.headers["etag"] == again.headers["etag"] == 'W/"2"'
     assert services.repo.read("Patient", created["id"]).version_id == 2
     gone = client.delete(f"/fhir/Patient/{created['id']}", headers={"Idempotency-Key": "del-1"})
-    gone_again = client.delete(f"/fhir/Patient/{created['id']}", headers={"Idempotency-Key": "del-1"})
+    gone_again = client.delete(
+        f"/fhir/Patient/{created['id']}", headers={"Idempotency-Key": "del-1"}
+    )
     assert gone.status_code == gone_again.status_code == 204
     assert gone_again.headers["idempotent-replayed"] == "true"
 
