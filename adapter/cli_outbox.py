@@ -82,9 +82,16 @@ def purge(
         float, typer.Option(help="Delivered messages older than this")
     ] = 24.0,
 ) -> None:
-    """Delete delivered messages and replayed dead letters. Pending work and open dead letters stay."""
-    count = _outbox(Settings()).purge(timedelta(hours=older_than_hours))
-    console.print(f"{count} row(s) purged")
+    """Delete delivered messages and replayed dead letters (pending work and open dead letters
+    stay), and Idempotency-Key responses older than their window."""
+    from adapter.idempotency import IdempotencyStore
+
+    settings = Settings()
+    outbox = _outbox(settings)
+    count = outbox.purge(timedelta(hours=older_than_hours))
+    window = timedelta(hours=settings.idempotency_window_hours)
+    keys = IdempotencyStore(outbox.engine, window=window).purge()
+    console.print(f"{count} outbox row(s) and {keys} idempotency record(s) purged")
 
 
 @app.command()
