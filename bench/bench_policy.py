@@ -24,7 +24,6 @@ from adapter.policy import PolicyEngine, load_packs  # noqa: E402
 from adapter.policy.rulepack import RulePack  # noqa: E402
 from adapter.policy.scenarios import load_file  # noqa: E402
 
-
 #: (label, fixture): the first case of each file is its valid base, evaluated in its own context
 #: (FixedClock, Bundle). The first two are the budgeted packs (< 1 ms p50); the rest are reported.
 CASES = (

@@ -4,7 +4,10 @@ Wales is detected when the resource (or anything it contains) carries:
 - an ODS organisation identifier starting `7A` (the seven Welsh health boards, 7A1-7A7), as a
   performer, author, requester, appointing body or contained Organization; or
 - an explicit tag: meta.tag `{CS}policy-jurisdiction#wales` or `urn:iso:std:iso:3166:-2#GB-WLS`; or
-- the caller's fact `jurisdiction=wales` (ValidationContext.facts).
+- the caller's fact `jurisdiction=wales` (ValidationContext.facts); or
+- a code that exists only under the Measure in its own `category` or `type` (a Welsh Care and
+  Treatment Plan, a Part 3 request or report): the CSV care-plan mapping emits `welsh-ctp` with no
+  health board identifier, and such a plan is Welsh whoever sends it.
 An explicit `england` tag or fact wins over identifiers. Patient addresses are deliberately ignored:
 the Measure follows the provider, not where the patient lives (002.md §6.21).
 """
@@ -19,6 +22,7 @@ from adapter.policy.vocab import (
     ISO_3166_2,
     JURISDICTION_SYSTEM,
     ODS_SYSTEM,
+    WALES_ONLY_CODES,
     WELSH_HEALTH_BOARD_ODS_PREFIX,
 )
 
@@ -35,7 +39,21 @@ def detect(resource: JsonObject, ctx: ValidationContext) -> Nation | None:
             return "wales" if code == "wales" else "england"
         if system == ISO_3166_2 and code in ("GB-WLS", "GB-ENG"):
             return "wales" if code == "GB-WLS" else "england"
+    if _has_wales_only_code(resource):
+        return "wales"
     return "wales" if _has_welsh_ods(resource, 0) else None
+
+
+def _has_wales_only_code(resource: JsonObject) -> bool:
+    for key in ("category", "type"):
+        concepts = resource.get(key)
+        for concept in concepts if isinstance(concepts, list) else [concepts]:
+            if not isinstance(concept, dict):
+                continue
+            for coding in concept.get("coding") or []:
+                if (coding.get("system"), coding.get("code")) in WALES_ONLY_CODES:
+                    return True
+    return False
 
 
 def _has_welsh_ods(node: Any, depth: int) -> bool:

@@ -229,7 +229,14 @@ def _compose(when: str, guards: Mapping[str, Guard]) -> str:
 
 
 def _expand_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: expand(v) if isinstance(v, str) else v for k, v in params.items()}
+    def one(value: Any) -> Any:
+        if isinstance(value, str):
+            return expand(value)
+        if isinstance(value, list):
+            return [one(v) for v in value]
+        return value
+
+    return {k: one(v) for k, v in params.items()}
 
 
 def _load_rule(

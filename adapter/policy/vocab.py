@@ -18,3 +18,12 @@ JURISDICTION_SYSTEM: Final = f"{CS}policy-jurisdiction"
 ISO_3166_2: Final = "urn:iso:std:iso:3166:-2"
 #: Welsh health boards' ODS codes begin 7A (7A1 Betsi Cadwaladr ... 7A7 Aneurin Bevan).
 WELSH_HEALTH_BOARD_ODS_PREFIX: Final = "7A"
+#: Codes that only exist under the Mental Health (Wales) Measure: the data itself selects Wales.
+WALES_ONLY_CODES: Final = frozenset(
+    {
+        (f"{CS}care-plan-type", "welsh-ctp"),
+        (f"{CS}wales-request-type", "part3-assessment"),
+        (f"{CS}wales-document-type", "part3-report"),
+        (f"{CS}wales-document-type", "smhs-discharge-information"),
+    }
+)

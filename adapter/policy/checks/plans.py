@@ -114,3 +114,77 @@ def bundle_has_no_condition(
         if codes(other, "code.coding", str(params["system"])) & wanted:
             return [Finding("the Bundle records an organic condition for this person")]
     return []
+
+
+def _care_team_participants(resource: JsonObject, ctx: ValidationContext) -> list[JsonObject]:
+    """Participants of every care team of the plan: contained, or referenced from `careTeam` and
+    resolved in the Bundle or the store (the care-plan mapping sends the CareTeam alongside)."""
+    teams = [c for c in resource.get("contained") or [] if c.get("resourceType") == "CareTeam"]
+    for ref in resource.get("careTeam") or []:
+        if isinstance(ref, dict) and not str(ref.get("reference", "")).startswith("#"):
+            team = resolve(resource, ref, ctx)
+            if team is not None:
+                teams.append(team)
+    return [p for t in teams for p in t.get("participant") or [] if isinstance(p, dict)]
+
+
+@register("care_team_role")
+def care_team_role(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
+    """Participants holding `role` (a code in `system`, default care-team-role) with a member:
+    at least `min`; and, when `max_current` is set, at most that many without a period end."""
+    role, system = str(params["role"]), str(params["system"])
+    holders = [
+        p
+        for p in _care_team_participants(resource, ctx)
+        if role in codes(p, "role.coding", system) and p.get("member")
+    ]
+    found: list[Finding] = []
+    if len(holders) < int(params.get("min", 0)):
+        found.append(Finding(f"no care team participant with role {role}"))
+    if "max_current" in params:
+        current = [p for p in holders if not (p.get("period") or {}).get("end")]
+        if len(current) > int(params["max_current"]):
+            found.append(Finding(f"{len(current)} current participants with role {role}"))
+    return found
+
+
+@register("linked_plan")
+def linked_plan(
+    resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
+) -> list[Finding]:
+    """The plan holds a section (`activity.detail.code` `section` in `section_system`), or links
+    a `supporting` resource type in supportingInfo, or a CarePlan of category `category` in the
+    same Bundle is partOf / basedOn this plan (the crisis plan the mapping sends separately)."""
+    if str(params["section"]) in codes(
+        resource, "activity.detail.code.coding", str(params["section_system"])
+    ):
+        return []
+    wanted = str(params.get("supporting", "CarePlan"))
+    for ref in resource.get("supportingInfo") or []:
+        if isinstance(ref, dict) and (
+            ref.get("type") == wanted or str(ref.get("reference", "")).startswith(f"{wanted}/")
+        ):
+            return []
+    if "category" not in params:
+        return [Finding(str(params.get("detail", "no linked plan")))]
+    me = {f"{resource.get('resourceType')}/{resource.get('id')}"}
+    for _, full_url, other in ctx.bundle_resources():
+        if other is resource:
+            me.add(str(full_url))
+    for _, _, other in ctx.bundle_resources():
+        if other.get("resourceType") != "CarePlan" or other is resource:
+            continue
+        if str(params["category"]) not in codes(
+            other, "category.coding", str(params["category_system"])
+        ):
+            continue
+        links = {
+            str(r.get("reference"))
+            for r in (other.get("partOf") or []) + (other.get("basedOn") or [])
+            if isinstance(r, dict)
+        }
+        if links & me:
+            return []
+    return [Finding(str(params.get("detail", "no linked plan")))]

@@ -55,14 +55,16 @@ def _anchor(
 def due_within(
     resource: JsonObject, ctx: ValidationContext, params: Mapping[str, Any]
 ) -> list[Finding]:
-    """`target` must fall no later than `anchor` + the timescale (and not before the anchor when
+    """`target` (a path, or a list of paths: the first present wins) must fall no later than
+    `anchor` + the timescale (and not before the anchor when
     `not_before_anchor`). A missing target fails only once the deadline has passed on ctx.clock
     (`missing: overdue`, the default) or always (`missing: fail`)."""
     anchor = _anchor(resource, ctx, params)
     if anchor is None:
         return []
     due, span = due_by(anchor, params)
-    target = instant(resource, str(params["target"]))
+    targets = params["target"] if isinstance(params["target"], list) else [params["target"]]
+    target = next((t for t in (instant(resource, str(p)) for p in targets) if t), None)
     if target is None:
         missing = params.get("missing", "overdue")
         if missing == "fail" or (missing == "overdue" and ctx.clock.now() > due):
