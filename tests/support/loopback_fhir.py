@@ -1,6 +1,6 @@
 """A small real FHIR server for the backing side of the outbox tests and bench, with no validation.
 
-Starlette over its own SqlRepository: metadata, read, search, PUT (with If-Match), and transaction
+Starlette over its own SqlRepository: metadata, read, search, POST, PUT (with If-Match), transaction
 Bundles of PUT/POST/DELETE entries. It stores whatever it is sent: the backing server's validation
 is not what the fault tests and the bench measure, and our full facade as a backing server spends
 most of its time validating. Run it as a killable process:
@@ -87,6 +87,12 @@ def build_app(repo: SqlRepository) -> Starlette:
         stored, created = repo.update(body, if_match=parse_etag(request.headers.get("if-match")))
         return _json(stored.resource, 201 if created else 200, {"ETag": stored.etag})
 
+    async def create(request: Request) -> Response:
+        body = json.loads(await request.body())
+        stored = repo.create(body, id=str(uuid.uuid4()))
+        location = f"{request.url}/{stored.id}/_history/{stored.version_id}"
+        return _json(stored.resource, 201, {"ETag": stored.etag, "Location": location})
+
     async def transaction(request: Request) -> Response:
         bundle = json.loads(await request.body())
         if bundle.get("type") != "transaction":
@@ -124,6 +130,7 @@ def build_app(repo: SqlRepository) -> Starlette:
         Route("/fhir", fhir_errors(transaction), methods=["POST"]),
         Route("/fhir/", fhir_errors(transaction), methods=["POST"]),
         Route("/fhir/{type}", fhir_errors(search), methods=["GET"]),
+        Route("/fhir/{type}", fhir_errors(create), methods=["POST"]),
         Route("/fhir/{type}/{id}", fhir_errors(read), methods=["GET"]),
         Route("/fhir/{type}/{id}", fhir_errors(put), methods=["PUT"]),
     ]
