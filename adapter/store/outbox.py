@@ -56,6 +56,8 @@ Status = Literal["pending", "delivered", "dead"]
 _REFERENCE_RE: Final = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})$")
 #: Errors worth another attempt: the server is down, slow, busy, or lost a race.
 RETRYABLE: Final = (UpstreamUnavailable, TooManyRequests, PreconditionFailed, Conflict)
+#: Of those, the ones about the server rather than one message: a whole Bundle waits for them.
+SERVER_UNAVAILABLE: Final = (UpstreamUnavailable, TooManyRequests)
 
 metadata = sa.MetaData()
 MESSAGES: Final = sa.Table(
@@ -648,8 +650,9 @@ class DeliveryWorker:
     Up to `messages_per_bundle` claimed messages travel in one transaction Bundle: claimed messages
     never depend on each other (a message is not claimable while an earlier one writes what it
     touches), so joining them is safe, and it saves a round trip and a server commit per message.
-    A retryable failure reschedules every message of the Bundle; any other failure means one of
-    them is poison, so each is then sent alone and only the poison one is dead-lettered."""
+    When the server is unavailable (5xx, 429, timeouts) every message of the Bundle is rescheduled;
+    any other failure (a rejection, a version conflict) belongs to one message, so each is then sent
+    alone: only a poison one is dead-lettered, and a conflicting one does not hold up the others."""
 
     def __init__(
         self,
@@ -700,11 +703,12 @@ class DeliveryWorker:
         try:
             await self.client.transaction(transaction_bundle(entries))
         except AdapterError as error:
-            if isinstance(error, RETRYABLE):
+            if isinstance(error, SERVER_UNAVAILABLE):
                 self.breaker.failure()
                 for message in group:
                     await self._failed(message, error, count_failure=False)
                 return []
+            # a conflict or a rejection belongs to one message: send each alone to find it
             outcomes = await asyncio.gather(*(self._deliver(m) for m in group))
             return [m for m, is_delivered in zip(group, outcomes, strict=True) if is_delivered]
         self.breaker.success()

@@ -176,3 +176,23 @@ def test_a_poison_message_in_a_bundle_is_found_alone_and_only_it_is_dead_lettere
     entries, errors = repo.outbox.dead_letter(1)
     assert entries[0]["request"]["url"] == "Patient/p1"
     assert [e["status"] for e in errors] == [422]
+
+
+def test_a_conflict_in_a_bundle_holds_up_only_its_own_message(repo):
+    _three_patients(repo)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        urls = [e["request"]["url"] for e in json.loads(request.content)["entry"]]
+        if "Patient/p2" in urls:
+            outcome = {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "conflict", "diagnostics": "busy"}],
+            }
+            return httpx.Response(409, json=outcome)
+        return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"})
+
+    worker = worker_for(repo, handler)
+    worker.messages_per_bundle = 10
+    asyncio.run(worker.run_once())
+    status = repo.outbox.status()
+    assert (status["delivered"], status["pending"], status["dead"]) == (2, 1, 0)
