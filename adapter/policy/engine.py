@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from adapter.context import ValidationContext
 from adapter.fhir import jsonio
@@ -56,6 +56,12 @@ class Evaluation:
     #: ids of the rules that applied (guard true) and were evaluated, whether or not they failed
     evaluated: tuple[str, ...]
     packs: tuple[str, ...]
+
+
+#: The five clinical artefacts the packs govern; one of these that no rule applied to is reported.
+ARTEFACT_TYPES: Final = frozenset(
+    {"ServiceRequest", "CarePlan", "RiskAssessment", "QuestionnaireResponse", "Composition"}
+)
 
 
 class PolicyEngine:
@@ -126,7 +132,23 @@ class PolicyEngine:
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, resource: JsonObject, ctx: ValidationContext) -> list[Issue]:
-        return self.evaluate_traced(resource, ctx).issues
+        result = self.evaluate_traced(resource, ctx)
+        rt = str(resource.get("resourceType"))
+        if rt in ARTEFACT_TYPES and not result.evaluated and self._rules_for(result.packs).get(rt):
+            # Never a silent bypass: an artefact the packs cover but that no rule recognised (its
+            # category/profile codings did not match) is accepted, and the caller is told.
+            return [
+                *result.issues,
+                Issue(
+                    "warning",
+                    "business-rule",
+                    f"No policy rule applied to this {rt}: it was not recognised as one of the "
+                    f"artefacts the packs {', '.join(result.packs)} cover; check its category, "
+                    "profile and team-type codings",
+                    expression=rt,
+                ),
+            ]
+        return result.issues
 
     def evaluate_traced(self, resource: JsonObject, ctx: ValidationContext) -> Evaluation:
         names = self.select_packs(resource, ctx)
