@@ -235,6 +235,25 @@ def _extension_row(sd: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _enumerated(vs: dict[str, Any]) -> dict[str, list[str]] | None:
+    """{system: codes} of a value set made only of enumerated concepts; None otherwise."""
+    compose = vs.get("compose", {})
+    includes = compose.get("include", [])
+    if not includes or compose.get("exclude"):
+        return None
+    out: dict[str, list[str]] = {}
+    for inc in includes:
+        if (
+            not inc.get("system")
+            or not inc.get("concept")
+            or inc.get("filter")
+            or inc.get("valueSet")
+        ):
+            return None
+        out.setdefault(inc["system"], []).extend(c["code"] for c in inc["concept"])
+    return out
+
+
 def _value_set_systems(url: str, value_sets: dict[str, Any], seen: set[str]) -> list[str] | None:
     """The code systems a value set can draw codes from; None if an import cannot be resolved."""
     vs = value_sets.get(url)
@@ -316,6 +335,11 @@ def build_terminology(tgz: Path) -> dict[str, Any]:
         },
         "canonical_types": canonical,
         "search_params": search_params,
+        "enumerated_value_sets": {
+            url: codes
+            for url in sorted(value_sets)
+            if (codes := _enumerated(value_sets[url])) is not None
+        },
         "value_set_systems": {
             url: systems
             for url in sorted(value_sets)

@@ -11,13 +11,14 @@ Profiles we do not hold are ignored unless they claim our canonical base, which 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Final
 
 from adapter.conformance.invariants import Invariant, InvariantRunner, compile_invariant
+from adapter.conformance.terminology import KnownArtefacts
 from adapter.errors import ArtefactLoadError
 from adapter.fhir.references import parse_reference
 from adapter.fhir.types import JsonObject, JsonValue
@@ -135,8 +136,13 @@ class ProfileRegistry:
     # -- profiles ------------------------------------------------------------------------------
 
     def validate(
-        self, resource: JsonObject, requested: Iterable[str], supporting: Iterable[JsonObject]
+        self,
+        resource: JsonObject,
+        requested: Iterable[str],
+        supporting: Iterable[JsonObject],
+        known: KnownArtefacts | None = None,
     ) -> list[Issue]:
+        """`known` supplies core value sets for required bindings to value sets that are not ours."""
         meta = resource.get("meta")
         claimed = meta.get("profile") if isinstance(meta, dict) else None
         urls = [
@@ -175,7 +181,7 @@ class ProfileRegistry:
                     )
                 )
                 continue
-            issues += self._check(profile, resource)
+            issues += self._check(profile, resource, known)
         return issues
 
     def _profile(self, url: str, extra: dict[str, JsonObject]) -> CompiledProfile | None:
@@ -259,7 +265,9 @@ class ProfileRegistry:
             else:
                 yield value, f"{path}.{key}"
 
-    def _check(self, profile: CompiledProfile, resource: JsonObject) -> list[Issue]:
+    def _check(
+        self, profile: CompiledProfile, resource: JsonObject, known: KnownArtefacts | None
+    ) -> list[Issue]:
         issues: list[Issue] = []
         tag = f" (profile {profile.id})"
         for el in profile.elements:
@@ -286,7 +294,9 @@ class ProfileRegistry:
                         )
                     )
                 for kid, kid_path in kids:
-                    issues += self._value_rules(profile, el, eid, kid, kid_path, resource, tag)
+                    issues += self._value_rules(
+                        profile, el, eid, kid, kid_path, resource, tag, known
+                    )
         return issues
 
     def _value_rules(
@@ -298,6 +308,7 @@ class ProfileRegistry:
         path: str,
         resource: JsonObject,
         tag: str,
+        known: KnownArtefacts | None = None,
     ) -> list[Issue]:
         out: list[Issue] = []
         fixed = _prefixed(el, "fixed")
@@ -311,7 +322,12 @@ class ProfileRegistry:
         binding = el.get("binding")
         if isinstance(binding, dict) and binding.get("strength") == "required":
             url = _canonical(str(binding.get("valueSet", "")))
-            if url in self.value_sets and not self._in_value_set(url, kid):
+            enumerated = known.enumerated_value_sets.get(url) if known is not None else None
+            if (url in self.value_sets and not self._in_value_set(url, kid)) or (
+                url not in self.value_sets
+                and enumerated is not None
+                and not _in_codes(dict(enumerated), kid)
+            ):
                 out.append(
                     Issue(
                         "error",
@@ -369,17 +385,21 @@ class ProfileRegistry:
         return out
 
     def _in_value_set(self, vs_url: str, kid: JsonValue) -> bool:
-        codes = self._codes(vs_url)
-        if isinstance(kid, str):
-            return any(c is None or kid in c for c in codes.values())
-        if not isinstance(kid, dict):
-            return True
-        codings = kid.get("coding") if "coding" in kid else [kid]
-        if not isinstance(codings, list) or not codings:
-            return "coding" not in kid and "code" not in kid
-        for c in codings:
-            if isinstance(c, dict) and c.get("system") in codes:
-                allowed = codes[c["system"]]
-                if allowed is None or c.get("code") in allowed:
-                    return True
-        return False
+        return _in_codes(self._codes(vs_url), kid)
+
+
+def _in_codes(codes: Mapping[str, frozenset[str] | None], kid: JsonValue) -> bool:
+    """Whether a code, Coding, CodeableConcept or Quantity (system + code) is in `codes`."""
+    if isinstance(kid, str):
+        return any(c is None or kid in c for c in codes.values())
+    if not isinstance(kid, dict):
+        return True
+    codings = kid.get("coding") if "coding" in kid else [kid]
+    if not isinstance(codings, list) or not codings:
+        return "coding" not in kid and "code" not in kid
+    for c in codings:
+        if isinstance(c, dict) and c.get("system") in codes:
+            allowed = codes[c["system"]]
+            if allowed is None or c.get("code") in allowed:
+                return True
+    return False

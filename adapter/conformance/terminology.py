@@ -126,6 +126,8 @@ class KnownArtefacts:
     canonical_types: Mapping[str, str]
     #: value set -> the code systems it draws from (compose.include.system, imports resolved).
     value_set_systems: Mapping[str, frozenset[str]]
+    #: value sets made only of enumerated concepts: url -> {system: codes}
+    enumerated_value_sets: Mapping[str, Mapping[str, frozenset[str]]] = field(default_factory=dict)
     #: core SearchParameter url -> (type, base resource types)
     search_params: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     #: Per-call additions (supporting artefacts); looked up first.
@@ -155,6 +157,7 @@ class KnownArtefacts:
             self.extensions,
             self.canonical_types,
             self.value_set_systems,
+            self.enumerated_value_sets,
             self.search_params,
             dict(self.extra_code_systems),
             dict(self.extra_extensions),
@@ -222,8 +225,17 @@ def core_artefacts() -> KnownArtefacts:
     search_params = {
         url: (str(row["type"]), tuple(row["base"])) for url, row in raw["search_params"].items()
     }
+    enumerated = {
+        url: {system: frozenset(codes) for system, codes in row.items()}
+        for url, row in raw["enumerated_value_sets"].items()
+    }
     return KnownArtefacts(
-        code_systems, extensions, raw["canonical_types"], value_set_systems, search_params
+        code_systems,
+        extensions,
+        raw["canonical_types"],
+        value_set_systems,
+        enumerated_value_sets=enumerated,
+        search_params=search_params,
     )
 
 

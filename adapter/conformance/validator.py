@@ -83,7 +83,7 @@ class ConformanceValidator:
             issues += bundle_issues(resource)
         issues += artefact_issues(resource, rt, known)
         issues += self.profiles.validate(
-            resource, (*ctx.profiles, *_global_profiles(supporting, rt)), supporting
+            resource, (*ctx.profiles, *_global_profiles(supporting, rt)), supporting, known
         )
         for path, qr, holder in _responses(resource, rt):
             q = self._find_questionnaire(qr, holder, ctx, supporting)

@@ -217,3 +217,35 @@ def test_slice_selected_by_its_own_pattern(validator):
     assert errors(validator, p, [sd]) == []
     p["address"][1].pop("city")
     assert errors(validator, p, [sd]) == [("required", "Patient.address[1].city")]
+
+
+def test_supporting_profile_binding_to_an_enumerated_core_value_set(validator):
+    sd = {
+        "resourceType": "StructureDefinition",
+        "url": "http://example.org/sd/age",
+        "type": "Observation",
+        "derivation": "constraint",
+        "differential": {
+            "element": [
+                {
+                    "id": "Observation.value[x]",
+                    "path": "Observation.value[x]",
+                    "type": [{"code": "Quantity"}],
+                    "binding": {
+                        "strength": "required",
+                        "valueSet": "http://hl7.org/fhir/ValueSet/age-units",
+                    },
+                }
+            ]
+        },
+    }
+    obs = {
+        "resourceType": "Observation",
+        "meta": {"profile": ["http://example.org/sd/age"]},
+        "status": "final",
+        "code": {"text": "age"},
+        "valueQuantity": {"value": 18, "system": "http://unitsofmeasure.org", "code": "a"},
+    }
+    assert errors(validator, obs, [sd]) == []
+    obs["valueQuantity"]["code"] = "m"
+    assert errors(validator, obs, [sd]) == [("code-invalid", "Observation.valueQuantity")]
