@@ -46,6 +46,51 @@ def _bundle_full_urls(bundle: JsonObject | None) -> dict[str, JsonObject]:
     return out
 
 
+_RESTFUL_TAIL: Final = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+
+
+def _entries_by_resource(
+    bundle: JsonObject | None,
+) -> tuple[dict[int, str], list[tuple[str, JsonObject]]] | None:
+    """(id(resource) -> fullUrl, [(fullUrl, resource)]) of a Bundle whose references resolve
+    uniquely: every type but history and searchset (where versions and repeats are expected)."""
+    if bundle is None or bundle.get("type") in ("history", "searchset"):
+        return None
+    by_resource: dict[int, str] = {}
+    listed: list[tuple[str, JsonObject]] = []
+    for entry in bundle.get("entry") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+            full_url = entry.get("fullUrl")
+            if isinstance(full_url, str):
+                by_resource[id(entry["resource"])] = full_url
+                listed.append((full_url, entry["resource"]))
+    return by_resource, listed
+
+
+def _bundle_resolution_problem(
+    entries: tuple[dict[int, str], list[tuple[str, JsonObject]]],
+    holder: JsonObject,
+    reference: str,
+    version_id: str | None,
+) -> str | None:
+    """R4 bundle.html#references: a relative reference resolves against the base of the holding
+    entry's fullUrl; it must not match several entries, and a versioned one needs that version."""
+    by_resource, listed = entries
+    base_url = by_resource.get(id(holder))
+    if base_url is None or not _RESTFUL_TAIL.search(base_url):
+        return None
+    base = _RESTFUL_TAIL.sub("", base_url)
+    target = base + reference.split("/_history/", 1)[0]
+    matches = [res for url, res in listed if url == target]
+    if version_id is not None and matches:
+        if not any((res.get("meta") or {}).get("versionId") == version_id for res in matches):
+            return "The Bundle holds this resource, but not the version the reference names"
+        return None
+    if len(matches) > 1:
+        return f"The reference matches {len(matches)} entries of the Bundle"
+    return None
+
+
 def reference_issues(
     found: Iterable[FoundReference],
     ctx: ValidationContext,
@@ -54,6 +99,7 @@ def reference_issues(
     """`own_bundle` is set when the resource being validated is itself a Bundle."""
     issues: list[Issue] = []
     bundle_urls: dict[str, JsonObject] | None = None
+    entries = _entries_by_resource(own_bundle)
     for ref in found:
         value = str(ref.reference["reference"])
         expr = f"{ref.expression}.reference"
@@ -126,6 +172,10 @@ def reference_issues(
                     expr,
                 )
             )
+        if parsed.kind == "relative" and entries is not None:
+            problem = _bundle_resolution_problem(entries, ref.root, value, parsed.version_id)
+            if problem is not None:
+                issues.append(Issue("error", "not-found", problem, expr))
         if (
             actual_type
             and ref.targets

@@ -249,3 +249,50 @@ def test_supporting_profile_binding_to_an_enumerated_core_value_set(validator):
     assert errors(validator, obs, [sd]) == []
     obs["valueQuantity"]["code"] = "m"
     assert errors(validator, obs, [sd]) == [("code-invalid", "Observation.valueQuantity")]
+
+
+def document_bundle(references, versions=("1", "2")):
+    base = "http://example.org/"
+    entries = [
+        {
+            "fullUrl": base + "Composition/c1",
+            "resource": {
+                "resourceType": "Composition",
+                "id": "c1",
+                "status": "final",
+                "type": {"text": "t"},
+                "date": "2026-01-01",
+                "author": [{"display": "a"}],
+                "title": "t",
+                "section": [{"title": "s", "entry": [{"reference": r} for r in references]}],
+            },
+        }
+    ]
+    for v in versions:
+        entries.append(
+            {
+                "fullUrl": base + "Observation/o1",
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "o1",
+                    "meta": {"versionId": v},
+                    "status": "final",
+                    "code": {"text": "x"},
+                },
+            }
+        )
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": entries,
+    }
+
+
+def test_bundle_reference_must_resolve_to_one_entry_or_the_named_version(validator):
+    assert errors(validator, document_bundle(["Observation/o1"], versions=("1",))) == []
+    assert errors(validator, document_bundle(["Observation/o1/_history/2"])) == []
+    where = "Bundle.entry[0].resource.section[0].entry[0].reference"
+    assert errors(validator, document_bundle(["Observation/o1"])) == [("not-found", where)]
+    assert errors(validator, document_bundle(["Observation/o1/_history/3"])) == [
+        ("not-found", where)
+    ]
