@@ -23,6 +23,7 @@ RESULT_PARAMS: Final = frozenset(
         "_elements",
         "_include",
         "_revinclude",
+        "_contained",
     }
 )
 

@@ -90,6 +90,10 @@ def post_bundle(
         return FhirResponse(pipeline.process_bundle(body))
 
 
+#: Accepted but not implemented: reported in the searchset as an OperationOutcome, never silently.
+IGNORED_RESULT_PARAMS = frozenset({"_summary", "_elements", "_revinclude", "_contained"})
+
+
 def _searchset(
     request: Request,
     repo: Any,
@@ -110,6 +114,25 @@ def _searchset(
     seen = {(s.resource_type, s.id) for s in page.resources}
     for spec in result_params.get("_include", []):
         entries += _includes(repo, page.resources, spec, seen, base)
+    ignored = sorted(k for k in result_params if k in IGNORED_RESULT_PARAMS)
+    if ignored:
+        # R4 lets a server ignore result parameters it does not support; it should say so.
+        entries.append(
+            {
+                "resource": operation_outcome(
+                    [
+                        Issue(
+                            "warning",
+                            "not-supported",
+                            f"Search result parameter {name} is not supported and was ignored",
+                            expression=name,
+                        )
+                        for name in ignored
+                    ]
+                ),
+                "search": {"mode": "outcome"},
+            }
+        )
     bundle: JsonObject = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         bundle["total"] = page.total
