@@ -46,7 +46,13 @@ from adapter.fhir import jsonio
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 from adapter.store.models import UtcDateTime
-from adapter.store.remote import AsyncFhirClient, delete_entry, put_entry, transaction_bundle
+from adapter.store.remote import (
+    AsyncFhirClient,
+    answered_by_server,
+    delete_entry,
+    put_entry,
+    transaction_bundle,
+)
 from adapter.store.repository import HistoryPage, SearchPage, SearchQuery, StoredResource
 from adapter.store.sql import SqlRepository, translate_db_errors, write_engine
 
@@ -178,30 +184,40 @@ class Outbox:
 
     def enqueue(self, conn: Connection, pending: PendingWrites) -> int:
         """Inserts the message on the caller's connection: it commits with the writes or not at all."""
+        return self.enqueue_many(conn, [pending])[0]
+
+    def enqueue_many(self, conn: Connection, pendings: Sequence[PendingWrites]) -> list[int]:
+        """One message per unit of work, inserted in two statements (bulk imports, tests). Order
+        is kept: ids ascend in the order given, which is the order of delivery."""
+        if not pendings:
+            return []
         now = _now()
-        result = conn.execute(
-            sa.insert(MESSAGES)
-            .values(
-                created_at=now,
-                available_at=now,
-                status="pending",
-                attempts=0,
-                payload=jsonio.dumps({"entries": pending.entries}),
-                errors="[]",
-            )
-            .returning(MESSAGES.c.id)
-        )
-        message_id = int(result.scalar_one())
-        keys = [
-            {"message_id": message_id, "resource_key": k, "is_write": True} for k in pending.writes
+        rows = [
+            {
+                "created_at": now,
+                "available_at": now,
+                "status": "pending",
+                "attempts": 0,
+                "payload": jsonio.dumps({"entries": pending.entries}),
+                "errors": "[]",
+            }
+            for pending in pendings
         ]
-        keys += [
-            {"message_id": message_id, "resource_key": k, "is_write": False}
-            for k in pending.references - pending.writes
-        ]
+        statement = sa.insert(MESSAGES).returning(MESSAGES.c.id, sort_by_parameter_order=True)
+        message_ids = [int(i) for i in conn.execute(statement, rows).scalars()]
+        keys: list[dict[str, Any]] = []
+        for message_id, pending in zip(message_ids, pendings, strict=True):
+            keys += [
+                {"message_id": message_id, "resource_key": k, "is_write": True}
+                for k in sorted(pending.writes)
+            ]
+            keys += [
+                {"message_id": message_id, "resource_key": k, "is_write": False}
+                for k in sorted(pending.references - pending.writes)
+            ]
         if keys:
             conn.execute(sa.insert(KEYS), keys)
-        return message_id
+        return message_ids
 
     def _claimable(self, now: datetime, limit: int) -> sa.Select[Any]:
         m, earlier = MESSAGES.alias("m"), MESSAGES.alias("earlier")
@@ -275,12 +291,19 @@ class Outbox:
             )
 
     def failed(
-        self, message: Message, worker_id: str, error: JsonObject, retry_at: datetime | None
+        self,
+        message: Message,
+        worker_id: str,
+        error: JsonObject,
+        retry_at: datetime | None,
+        *,
+        attempts: int | None = None,
     ) -> None:
-        """Records the error; reschedules at `retry_at`, or dead-letters when it is None."""
+        """Records the error; reschedules at `retry_at`, or dead-letters when it is None.
+        `attempts` is the new count (default: one more)."""
         errors = [*message.errors, error]
         values: dict[str, Any] = {
-            "attempts": message.attempts + 1,
+            "attempts": message.attempts + 1 if attempts is None else attempts,
             "errors": jsonio.dumps(errors),
             "claimed_by": None,
             "claimed_until": None,
@@ -627,6 +650,10 @@ class RetryPolicy:
 
 
 def _retry_after(error: AdapterError) -> float | None:
+    """The backing server's own Retry-After. Ours (timeouts, refused connections: a hint for our
+    callers) is not a floor for the worker's backoff, or every refused connection would wait 5 s."""
+    if not answered_by_server(error):
+        return None
     value = error.headers.get("Retry-After")
     try:
         return float(value) if value else None
@@ -641,7 +668,17 @@ def _error_record(error: AdapterError, attempt: int) -> JsonObject:
         "status": error.status,
         "error": type(error).__name__,
         "issues": [f"{i.code}: {i.text}" for i in error.issues],
+        "answered": answered_by_server(error),
     }
+
+
+def _unanswered_in_a_row(errors: Sequence[JsonObject]) -> int:
+    count = 0
+    for error in reversed(errors):
+        if error.get("answered", True):
+            break
+        count += 1
+    return count
 
 
 class DeliveryWorker:
@@ -729,22 +766,30 @@ class DeliveryWorker:
     async def _failed(
         self, message: Message, error: AdapterError, *, count_failure: bool = True
     ) -> None:
-        attempt = message.attempts + 1
-        record = _error_record(error, attempt)
+        """Reschedules or dead-letters. Only attempts the server *answered* count towards the
+        limit: an unreachable server (refused, reset, timed out) is an outage, not the message's
+        fault, and the breaker, not the limit, stops the storm. Otherwise a long outage would
+        dead-letter the messages the half-open breaker probes with."""
+        answered = answered_by_server(error)
+        attempts = message.attempts + 1 if answered else message.attempts
+        record = _error_record(error, message.attempts + 1)
         retryable = isinstance(error, RETRYABLE)
         if retryable and count_failure:
             self.breaker.failure()
-        if retryable and attempt < self.policy.max_attempts:
-            delay = self.policy.delay_seconds(attempt, _retry_after(error))
+        if retryable and attempts < self.policy.max_attempts:
+            exponent = attempts if answered else _unanswered_in_a_row([*message.errors, record])
+            delay = self.policy.delay_seconds(max(1, exponent), _retry_after(error))
             retry_at: datetime | None = _now() + timedelta(seconds=delay)
         else:
             retry_at = None
             self.dead_count += 1
             log.warning(
                 "outbox message dead-lettered",
-                extra={"message_id": message.id, "attempts": attempt},
+                extra={"message_id": message.id, "attempts": attempts},
             )
-        await asyncio.to_thread(self.outbox.failed, message, self.worker_id, record, retry_at)
+        await asyncio.to_thread(
+            self.outbox.failed, message, self.worker_id, record, retry_at, attempts=attempts
+        )
 
     async def run(
         self, stop: asyncio.Event | threading.Event, *, poll_seconds: float = 0.5

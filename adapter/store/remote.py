@@ -156,6 +156,12 @@ def map_status(response: httpx.Response, *, sent_precondition: bool) -> AdapterE
     return UpstreamUnavailable(issues, headers=_retry_after(response))
 
 
+def answered_by_server(error: AdapterError) -> bool:
+    """True when the backing server answered with this error status (its headers are its own);
+    False for timeouts, resets and refused connections, whose Retry-After we made up."""
+    return isinstance(error.__cause__, _BackendStatus)
+
+
 @contextmanager
 def backend_errors(*, sent_precondition: bool = False) -> Iterator[None]:
     """Maps httpx errors and backend error answers into our family; nothing foreign escapes."""

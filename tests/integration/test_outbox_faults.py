@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -40,10 +41,12 @@ from adapter.store.outbox import (
     DeliveryWorker,
     Outbox,
     OutboxRepository,
+    PendingWrites,
     RetryPolicy,
 )
 from adapter.store.remote import AsyncFhirClient
-from adapter.store.sql import SqlRepository, build_engine
+from adapter.store.repository import StoredResource
+from adapter.store.sql import SqlRepository, build_engine, write_engine
 from tests.support.referrals import nhs_number
 
 pytestmark = pytest.mark.integration
@@ -260,6 +263,23 @@ def accept_referrals(repo: OutboxRepository, *, threads: int = 1) -> None:
         list(pool.map(accept, range(threads)))
 
 
+def queue_referrals(outbox: Outbox) -> None:
+    """The same outbox messages `accept_referrals` makes (one per patient, one per referral), in
+    one database transaction and without the local copies: the multi-worker case is about claiming,
+    and accepting 2,040 writes one by one cost most of its time."""
+    now = datetime.now(UTC)
+
+    def message(resource: dict, id: str) -> PendingWrites:
+        pending = PendingWrites()
+        pending.put(StoredResource(resource["resourceType"], id, 1, now, {**resource, "id": id}))
+        return pending
+
+    patients = [message(patient(i), f"pat-{i}") for i in range(PATIENTS)]
+    referrals = [message(referral(i), str(uuid.uuid4())) for i in range(REFERRALS)]
+    with write_engine(outbox.engine).begin() as conn:
+        outbox.enqueue_many(conn, patients + referrals)
+
+
 def backend_counts(base: str) -> dict[str, int]:
     identifiers: list[str] = []
     versions_above_one = 0
@@ -404,8 +424,8 @@ def test_2000_referrals_three_postgres_worker_processes_deliver_each_once(
         "ADAPTER_DATABASE_SCHEMA": schema,
         "ADAPTER_AUTO_MIGRATE": "false",
         "FHIR_BASE_URL": backend.base,
-        "ADAPTER_OUTBOX_BATCH_SIZE": "32",
-        "ADAPTER_OUTBOX_MESSAGES_PER_BUNDLE": "8",
+        "ADAPTER_OUTBOX_BATCH_SIZE": "48",
+        "ADAPTER_OUTBOX_MESSAGES_PER_BUNDLE": "16",
         "ADAPTER_OUTBOX_POLL_SECONDS": "0.02",
         "ADAPTER_OUTBOX_BACKOFF_BASE_SECONDS": "0.02",
     }
@@ -420,11 +440,11 @@ def test_2000_referrals_three_postgres_worker_processes_deliver_each_once(
     ]
     started = time.monotonic()
     try:
+        queue_referrals(outbox)  # all queued first: the three workers race for them
         workers = [
             subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
             for _ in range(3)
-        ]  # they start while the referrals arrive, and race for them
-        accept_referrals(OutboxRepository(sql, outbox), threads=4)
+        ]
         outputs = [w.communicate(timeout=120)[0] for w in workers]
         per_worker = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
         status = outbox.status()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -196,3 +197,44 @@ def test_a_conflict_in_a_bundle_holds_up_only_its_own_message(repo):
     asyncio.run(worker.run_once())
     status = repo.outbox.status()
     assert (status["delivered"], status["pending"], status["dead"]) == (2, 1, 0)
+
+
+def test_a_refused_connection_backs_off_by_policy_not_by_our_own_retry_after(repo):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    repo.create(PATIENT, id="p1")
+    worker = worker_for(repo, refuse)
+    worker.policy = RetryPolicy(5, 0.01, 0.02)
+    before = datetime.now(UTC)
+    asyncio.run(worker.run_once())
+    message = repo.outbox.message_status(1)
+    assert message.status == "pending"
+    assert message.errors[0]["status"] == 503
+    assert message.next_attempt_at - before < timedelta(seconds=1)  # not the 5 s we tell callers
+
+
+def test_the_servers_own_retry_after_is_a_floor(repo):
+    answer = httpx.Response(429, headers={"Retry-After": "30"}, json={"resourceType": "x"})
+    repo.create(PATIENT, id="p1")
+    worker = worker_for(repo, lambda request: answer)
+    worker.policy = RetryPolicy(5, 0.01, 0.02)
+    before = datetime.now(UTC)
+    asyncio.run(worker.run_once())
+    message = repo.outbox.message_status(1)
+    assert message.next_attempt_at - before >= timedelta(seconds=29)
+
+
+def test_an_unreachable_server_never_dead_letters_a_valid_message(repo):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    repo.create(PATIENT, id="p1")
+    worker = worker_for(repo, refuse, attempts=2)
+    for _ in range(5):  # well past the attempt limit, as the breaker's probes would be
+        repo.breaker.success()
+        repo.outbox.retry()  # due now
+        asyncio.run(worker.run_once())
+    status = repo.outbox.status()
+    assert (status["pending"], status["dead"]) == (1, 0)
+    assert len(repo.outbox.message_status(1).errors) == 5
