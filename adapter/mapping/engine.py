@@ -184,9 +184,12 @@ class _Run:
         return self.record.values[key], key
 
     def matches(self, where: tuple[tuple[str, str], ...], instance: GroupInstance | None) -> bool:
+        """Every `selector: value` holds; a value written `!X` holds when the field is anything but X."""
         for selector, expected in where:
             value, _ = self.read(selector, instance)
-            if value != expected:
+            if expected.startswith("!") and value == expected[1:]:
+                return False
+            if not expected.startswith("!") and value != expected:
                 return False
         return True
 
