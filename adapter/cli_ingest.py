@@ -72,6 +72,7 @@ def ingest(
     dead_letter: Annotated[Path, typer.Option(help="Rejected rows, one JSON line each")] = Path(
         "dead-letter.jsonl"),
     trace: Annotated[bool, typer.Option("--trace", help="Print source field and rule per output element")] = False,
+    batch_size: Annotated[int, typer.Option(help="Rows per database commit (each row still all or nothing)")] = 100,
 ) -> None:
     """Maps every row/message and stores each as one all-or-nothing unit; exit 1 if any was rejected."""
     settings = Settings()
@@ -83,17 +84,19 @@ def ingest(
         for path in files:
             records = _records(path, spec.source_kind)
             task = progress.add_task(path.name, total=len(records))
-            for record in records:
-                outcome = inbound.ingest(spec, record)
-                counts[outcome.status] += 1
-                counts["resources written"] += len(outcome.written)
-                unmapped.update(outcome.result.unmapped)
-                if outcome.status == "rejected":
-                    _dead_letter(dl, outcome)
-                if trace:
-                    for entry in outcome.result.trace:
-                        console.print(entry.render(), highlight=False)
-                progress.advance(task)
+            for start in range(0, len(records), max(batch_size, 1)):
+                chunk = records[start:start + max(batch_size, 1)]
+                # one commit per chunk; a row counts as stored only once its chunk has committed
+                for outcome in inbound.ingest_batch(spec, chunk):
+                    counts[outcome.status] += 1
+                    counts["resources written"] += len(outcome.written)
+                    unmapped.update(outcome.result.unmapped)
+                    if outcome.status == "rejected":
+                        _dead_letter(dl, outcome)
+                    if trace:
+                        for entry in outcome.result.trace:
+                            console.print(entry.render(), highlight=False)
+                progress.advance(task, len(chunk))
     table = Table(title=f"ingest --mapping {mapping}")
     table.add_column("outcome")
     table.add_column("count", justify="right")

@@ -1,6 +1,6 @@
 """Mapping end to end into the embedded store (SQLite, one process, one core): CSV rows and v2 messages.
 
-    python -m bench.bench_mapping [--rows 2000] [--messages 1000]
+    python -m bench.bench_mapping [--rows 2000] [--messages 1000] [--batch 100]
 
 Each row/message is mapped, judged by the pipeline and written as one transaction. The machine may be
 shared: CPU time (time.process_time) is printed next to wall time.
@@ -38,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=100, help="rows per commit in the batched run")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp()
     services = build_services(Settings(database_url=f"sqlite:///{tmp}/bench.sqlite3"))
@@ -71,6 +72,31 @@ def main() -> None:
     )
     cpu = time.process_time() - cpu0
     print(f"cpu s:     {cpu:.3f}  ({len(records) / cpu:.1f} rows per CPU-second)")
+
+    # the same rows again under new ids, as `adapter ingest` sends them: --batch rows per commit
+    batch_lines = [header] + [
+        row.replace("DLG-2026-0001", f"DLG-BB-{i}").replace("9990000018", numbers[i])
+        for i in range(args.rows)
+    ]
+    batch_records = list(read_extract("\n".join(batch_lines).encode(), "bench-batch.csv"))
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    latencies = []
+    for first in range(0, len(batch_records), args.batch):
+        chunk = batch_records[first:first + args.batch]
+        t0 = time.perf_counter()
+        outcomes = inbound.ingest_batch(spec, chunk)
+        latencies += [(time.perf_counter() - t0) * 1000 / len(chunk)] * len(chunk)
+        assert all(o.status == "stored" for o in outcomes), [o.issues for o in outcomes if o.status != "stored"]
+    report(
+        f"CSV rows (csv-dialog) -> SQLite, {args.batch} rows per commit (adapter ingest)",
+        len(batch_records),
+        time.perf_counter() - start,
+        latencies,
+        "rows",
+    )
+    cpu = time.process_time() - cpu0
+    print(f"cpu s:     {cpu:.3f}  ({len(batch_records) / cpu:.1f} rows per CPU-second)")
 
     oru = Path(ROOT / "fixtures/mappings/hl7v2-oru-r01-dialog/complete/input.hl7").read_text()
     messages = [

@@ -16,7 +16,7 @@ from adapter.issue import Issue
 from adapter.mapping.engine import MappingResult, apply_mapping
 from adapter.mapping.loader import MappingRegistry
 from adapter.mapping.spec import MappingSpec
-from adapter.mapping.unit import UnitOutcome, submit
+from adapter.mapping.unit import UnitOutcome, submit, submit_batch
 from adapter.pipeline import Pipeline
 from adapter.sources.csv_extract import ERROR_KEY
 from adapter.sources.hl7v2 import build_ack, parse_message
@@ -39,6 +39,21 @@ class Inbound:
                           expression=record.locator)
             return UnitOutcome(result, "rejected", [issue], http_status=400)
         return submit(self.pipeline, self.map(spec, record))
+
+    def ingest_batch(self, spec: MappingSpec, records: list[SourceRecord]) -> list[UnitOutcome]:
+        """Maps every record and stores them in one commit (`unit.submit_batch`); outcomes in order."""
+        outcomes: list[UnitOutcome | None] = [None] * len(records)
+        results: list[MappingResult] = []
+        positions: list[int] = []
+        for i, record in enumerate(records):
+            if ERROR_KEY in record.header:
+                outcomes[i] = self.ingest(spec, record)
+                continue
+            positions.append(i)
+            results.append(self.map(spec, record))
+        for i, outcome in zip(positions, submit_batch(self.pipeline, results), strict=True):
+            outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
 
     def handle_v2(self, text: str | bytes) -> tuple[UnitOutcome | None, str]:
         """Maps and stores one v2 message; returns the outcome and the ACK to send back.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 from typing import Any, Final, Literal
 
 from adapter.errors import AdapterError, Gone, NotFound
@@ -21,6 +22,7 @@ from adapter.issue import Issue, has_blocking
 from adapter.mapping.engine import MappedResource, MappingResult
 from adapter.pipeline import Pipeline
 from adapter.store.repository import SearchParam, find_one_or_none
+from adapter.store.sql import format_instant
 
 Status = Literal["stored", "unchanged", "rejected"]
 _ENTRY: Final = re.compile(r"^Bundle\.entry\[(\d+)\]\.resource\.?(.*)$")
@@ -139,3 +141,70 @@ def submit(pipeline: Pipeline, result: MappingResult,
     written = [f"{r['resourceType']}/{r['id']}" for r in to_write]
     return UnitOutcome(result, "stored", list(result.issues), written=written, unchanged=skipped,
                        response=response)
+
+
+# -- many units in one commit (bulk ingest) --------------------------------------------------------
+def conditional_bundle(resources: list[MappedResource]) -> JsonObject:
+    """The transaction for one unit with no reads first: a `match` resource is a conditional create
+    (`POST` + `ifNoneExist: identifier=system|value`), found-or-created by the pipeline on the
+    connection that writes, so a unit in a batch sees the units before it; its fullUrl is the
+    reference the mapping gave it, which the pipeline points at the stored or created id. Everything
+    else is a `PUT` to its deterministic id; the pipeline leaves a PUT that changes nothing unwritten."""
+    entries: list[JsonObject] = []
+    for mapped in resources:
+        r = mapped.resource
+        if mapped.match is not None:
+            system, value = mapped.match
+            entries.append({"fullUrl": mapped.reference, "resource": r,
+                            "request": {"method": "POST", "url": str(r["resourceType"]),
+                                        "ifNoneExist": f"identifier={system}|{value}"}})
+        else:
+            entries.append({"fullUrl": mapped.reference, "resource": r,
+                            "request": {"method": "PUT", "url": mapped.reference}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _split_response(response: JsonObject, bundle: JsonObject, since: str) -> tuple[list[str], list[str]]:
+    """(written, unchanged) references from a transaction-response. A conditional create that
+    matched answers 200 with no resource; a PUT that changed nothing answers 200 with the version
+    stored before this batch (lastUpdated earlier than `since`)."""
+    written: list[str] = []
+    unchanged: list[str] = []
+    for sent, got in zip(bundle["entry"], response.get("entry") or [], strict=False):
+        reply = got.get("response") or {}
+        ref = str(got.get("fullUrl") or sent["fullUrl"])
+        status = str(reply.get("status", ""))
+        updated = sent["request"]["method"] == "PUT" and str(reply.get("lastUpdated", "")) >= since
+        if status.startswith("201") or updated:
+            written.append(ref)
+        else:
+            unchanged.append(ref)
+    return written, unchanged
+
+
+def submit_batch(pipeline: Pipeline, results: list[MappingResult]) -> list[UnitOutcome]:
+    """Judges and writes many units in one database commit (`Pipeline.transaction_batch`): each is
+    still all or nothing and sees the writes of the ones before it. Nothing is durable until this
+    returns, so callers report a unit as stored only afterwards. Never raises for bad content."""
+    outcomes: list[UnitOutcome | None] = [None] * len(results)
+    sendable: list[int] = []
+    bundles: list[JsonObject] = []
+    for i, result in enumerate(results):
+        if has_blocking(result.issues):
+            outcomes[i] = UnitOutcome(result, "rejected", list(result.issues), http_status=422)
+            continue
+        sendable.append(i)
+        bundles.append(conditional_bundle(result.resources))
+    since = format_instant(pipeline.clock.now().astimezone(UTC))
+    replies = pipeline.transaction_batch(bundles) if bundles else []
+    for i, bundle, reply in zip(sendable, bundles, replies, strict=True):
+        result = results[i]
+        if isinstance(reply, AdapterError):
+            outcomes[i] = UnitOutcome(result, "rejected",
+                                      result.issues + point_at_source(result, bundle, reply.issues),
+                                      http_status=reply.status)
+            continue
+        written, unchanged = _split_response(reply, bundle, since)
+        outcomes[i] = UnitOutcome(result, "stored" if written else "unchanged", list(result.issues),
+                                  written=written, unchanged=unchanged, response=reply)
+    return [o for o in outcomes if o is not None]
