@@ -1,5 +1,5 @@
 """Rules for conformance resources themselves: CodeSystem properties and supplements, SearchParameter
-derivation, CapabilityStatement search parameters.
+derivation and composite components, CapabilityStatement search parameters.
 
 R4 codesystem.html: a supplement (`supplements` set) has content `supplement`; each property code
 is defined once, and a concept's property value has the type its definition declares.
@@ -108,6 +108,7 @@ def _concept_properties(
 
 
 def _search_parameter(sp: JsonObject, known: KnownArtefacts) -> list[Issue]:
+    issues = _composite_components(sp)
     parent_url = sp.get("derivedFrom")
     parent = (
         known.search_params.get(parent_url.split("|", 1)[0])
@@ -115,8 +116,7 @@ def _search_parameter(sp: JsonObject, known: KnownArtefacts) -> list[Issue]:
         else None
     )
     if parent is None:
-        return []
-    issues: list[Issue] = []
+        return issues
     parent_type, parent_base = parent
     if isinstance(sp.get("type"), str) and sp["type"] != parent_type:
         issues.append(
@@ -140,6 +140,23 @@ def _search_parameter(sp: JsonObject, known: KnownArtefacts) -> list[Issue]:
                 )
             )
     return issues
+
+
+def _composite_components(sp: JsonObject) -> list[Issue]:
+    """R4 searchparameter.html: a composite parameter combines two or more component parameters."""
+    if sp.get("type") != "composite":
+        return []
+    components = sp.get("component")
+    if isinstance(components, list) and len(components) >= 2:
+        return []
+    return [
+        Issue(
+            "error",
+            "business-rule",
+            "A SearchParameter of type 'composite' must define two or more components",
+            "SearchParameter.component" if components else "SearchParameter",
+        )
+    ]
 
 
 def _capability_statement(cs: JsonObject, known: KnownArtefacts) -> list[Issue]:

@@ -9,6 +9,7 @@ types its element allows, for `references.py`. Unknown properties are left to th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -26,6 +27,9 @@ from adapter.fhir.types import JsonObject, JsonValue
 from adapter.issue import Issue
 
 _COMPOSE: Final = frozenset({"ValueSet.compose.include", "ValueSet.compose.exclude"})
+_CROSS_VERSION: Final[re.Pattern[str]] = re.compile(
+    r"http://hl7\.org/fhir/\d\.\d/StructureDefinition/extension-"
+)
 _CODED: Final = frozenset({"code", "Coding", "CodeableConcept", "string", "uri"})
 
 
@@ -126,6 +130,10 @@ class InstanceWalker:
                     root,
                     out,
                 )
+                if prim is not None and prim.element.binding and prim.type_code in _CODED:
+                    self._absent_required_code(
+                        value, node.get(key[1:]), prim, f"{path}.{key[1:]}", out
+                    )
                 continue
             child = children.get(key)
             if child is None:
@@ -277,6 +285,35 @@ class InstanceWalker:
                     where,
                 )
             )
+
+    @staticmethod
+    def _absent_required_code(
+        element: JsonValue, values: JsonValue, prim: Child, path: str, out: WalkResult
+    ) -> None:
+        """A code bound to a required value set needs a code: extensions alone (such as a
+        data-absent-reason) leave the element without a value from the value set."""
+        if core_valueset(str(prim.element.binding)) is None:
+            return
+        items = element if isinstance(element, list) else [element]
+        value_list = values if isinstance(values, list) else [values]
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or any(
+                isinstance(e, dict) and _CROSS_VERSION.match(str(e.get("url", "")))
+                for e in item.get("extension") or []
+            ):
+                continue  # a cross-version extension carries the value in another release's terms
+            present = value_list[i] if i < len(value_list) else None
+            if present is None:
+                where = f"{path}[{i}]" if isinstance(element, list) else path
+                out.issues.append(
+                    Issue(
+                        "error",
+                        "code-invalid",
+                        "No code provided, and a code is required from the value set "
+                        f"{prim.element.binding}",
+                        where,
+                    )
+                )
 
     def _primitive_extension(
         self,
