@@ -49,6 +49,41 @@ class WalkResult:
     #: Code systems and extension definitions known for this call.
     known: KnownArtefacts = field(default_factory=core_artefacts)
     unknown_extensions: UnknownExtensionPolicy = "allow"
+    #: Reference-validator options (off by default): HTML tags in markdown, HTML in strings.
+    no_html_in_markdown: bool = False
+    security_checks: bool = False
+
+
+#: An HTML-looking tag: `<name` followed by a space, `/` or `>` (markdown autolinks `<http:...>`
+#: and comparisons such as `a < b` do not match).
+_MARKDOWN_TAG: Final[re.Pattern[str]] = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?=[\s/>])")
+_STRING_TAG: Final[re.Pattern[str]] = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(\s[^<>]*)?/?>")
+
+
+def _html_in_text(type_code: str, text: str, path: str, out: WalkResult) -> None:
+    """The reference validator's `noHtmlInMarkdown` and `security-checks` options."""
+    if type_code == "markdown" and out.no_html_in_markdown:
+        found = _MARKDOWN_TAG.search(text)
+        if found is not None:
+            out.issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    "The markdown contains content that appears to be an embedded HTML tag "
+                    f"starting at '{text[found.start() : found.start() + 2]}'",
+                    path,
+                )
+            )
+    elif type_code == "string" and out.security_checks and _STRING_TAG.search(text):
+        out.issues.append(
+            Issue(
+                "error",
+                "invalid",
+                "The string value contains text that looks like embedded HTML tags, which are "
+                "not allowed for security reasons",
+                path,
+            )
+        )
 
 
 class InstanceWalker:
@@ -157,6 +192,9 @@ class InstanceWalker:
                     if item is None:
                         continue  # a null in a primitive array, paired with `_name`
                     problem = primitive_problem(child.type_code, item)
+                    if (out.no_html_in_markdown or out.security_checks) and isinstance(item, str):
+                        item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
+                        _html_in_text(child.type_code, item, item_path, out)
                     if problem is None and not child.element.binding and child.type_code != "xhtml":
                         continue  # the common case: a valid primitive with nothing else to check
                     item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"

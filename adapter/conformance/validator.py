@@ -36,6 +36,8 @@ class ConformanceValidator:
     `questionnaire_lookup` resolves a Questionnaire canonical (e.g. from the store's search) when it
     is not in the Bundle, contained, or profiles/questionnaires/. `unknown_extensions` says what
     an extension we hold no definition for is worth (extensions.py): "allow" or "error".
+    `no_html_in_markdown` and `security_checks` are the reference validator's options of those
+    names: markdown may not contain HTML tags; strings may not contain HTML tags.
     """
 
     def __init__(
@@ -44,6 +46,8 @@ class ConformanceValidator:
         profiles_dir: Path | None = None,
         questionnaire_lookup: QuestionnaireLookup | None = None,
         unknown_extensions: UnknownExtensionPolicy = "allow",
+        no_html_in_markdown: bool = False,
+        security_checks: bool = False,
     ) -> None:
         if profiles_dir is None:
             from adapter.settings import Settings
@@ -53,6 +57,8 @@ class ConformanceValidator:
         self.profiles = ProfileRegistry.load(profiles_dir)
         self.questionnaire_lookup = questionnaire_lookup
         self.unknown_extensions: UnknownExtensionPolicy = unknown_extensions
+        self.no_html_in_markdown = no_html_in_markdown
+        self.security_checks = security_checks
         self._known: KnownArtefacts = core_artefacts().with_supporting(
             [
                 *self.profiles.structure_definitions.values(),
@@ -73,7 +79,12 @@ class ConformanceValidator:
         supporting = list(supporting)
         rt = str(resource.get("resourceType", "Resource"))
         known = self._known.with_supporting(supporting) if supporting else self._known
-        walk = WalkResult(known=known, unknown_extensions=self.unknown_extensions)
+        walk = WalkResult(
+            known=known,
+            unknown_extensions=self.unknown_extensions,
+            no_html_in_markdown=self.no_html_in_markdown,
+            security_checks=self.security_checks,
+        )
         self._walker.walk_resource(resource, rt, None, walk)
         issues = walk.issues
         issues += reference_issues(

@@ -52,7 +52,17 @@ def validator() -> ConformanceValidator:
 @cache
 def reference_like_validator() -> ConformanceValidator:
     """Configured like the Java reference validator's defaults: unresolvable extensions are errors."""
-    return ConformanceValidator(unknown_extensions="error")
+    return configured_validator(False, False)
+
+
+@cache
+def configured_validator(no_html_in_markdown: bool, security_checks: bool) -> ConformanceValidator:
+    """As `reference_like_validator`, with the reference validator's options a case sets."""
+    return ConformanceValidator(
+        unknown_extensions="error",
+        no_html_in_markdown=no_html_in_markdown,
+        security_checks=security_checks,
+    )
 
 
 def blocking(issues: list[Issue]) -> list[Issue]:
@@ -101,9 +111,10 @@ def run_case(case: dict[str, Any]) -> CaseResult:
                     if isinstance(dep, dict):
                         supporting.append(dep)
                 ctx = ValidationContext(mode="validate")
-                issues = reference_like_validator().validate_with_supporting(
-                    resource, ctx, supporting
-                )
+                settings = case.get("settings") or {}
+                issues = configured_validator(
+                    bool(settings.get("noHtmlInMarkdown")), bool(settings.get("security-checks"))
+                ).validate_with_supporting(resource, ctx, supporting)
     ours = blocking(issues)
     return CaseResult(
         key=case["key"],

@@ -81,3 +81,32 @@ def test_required_code_with_only_a_data_absent_reason(validator):
     assert errors(validator, allergy(_category=[{"extension": [xver]}])) == []
     # an element bound to no required value set may carry only extensions
     assert errors(validator, allergy(_recordedDate=DAR)) == []
+
+
+def communication(text):
+    return {"resourceType": "Communication", "status": "completed", "note": [{"text": text}]}
+
+
+def test_no_html_in_markdown_option():
+    strict = ConformanceValidator(no_html_in_markdown=True)
+    assert errors(strict, communication("<resource type>\\<id>")) == [
+        ("invalid", "Communication.note[0].text")
+    ]
+    assert errors(strict, communication("see <b>this</b>")) == [
+        ("invalid", "Communication.note[0].text")
+    ]
+    assert errors(strict, communication("a < b, see <http://example.org>")) == []
+    assert errors(ConformanceValidator(), communication("<resource type>")) == []
+
+
+def patient_with_name(text):
+    return {"resourceType": "Patient", "name": [{"text": text}]}
+
+
+def test_security_checks_option():
+    strict = ConformanceValidator(security_checks=True)
+    assert errors(strict, patient_with_name("Standard <script>x</script>")) == [
+        ("invalid", "Patient.name[0].text")
+    ]
+    assert errors(strict, patient_with_name("a < b > c")) == []
+    assert errors(ConformanceValidator(), patient_with_name("<script>x</script>")) == []
