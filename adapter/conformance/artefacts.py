@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from adapter.conformance.definitions import core_definitions
 from adapter.conformance.terminology import KnownArtefacts
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
@@ -34,6 +35,8 @@ def artefact_issues(resource: JsonObject, rt: str, known: KnownArtefacts) -> lis
         return _search_parameter(resource, known)
     if rt == "CapabilityStatement":
         return _capability_statement(resource, known)
+    if rt == "StructureDefinition":
+        return _differential_paths(resource)
     return []
 
 
@@ -157,6 +160,52 @@ def _composite_components(sp: JsonObject) -> list[Issue]:
             "SearchParameter.component" if components else "SearchParameter",
         )
     ]
+
+
+def _differential_paths(sd: JsonObject) -> list[Issue]:
+    """R4 elementdefinition.html: a constraint's differential names elements of the type it
+    constrains (`Observation.value[x]` or a type-specific `Observation.valueQuantity`)."""
+    type_name = sd.get("type")
+    differential = sd.get("differential")
+    defs = core_definitions()
+    if (
+        sd.get("derivation") != "constraint"
+        or not isinstance(type_name, str)
+        or type_name not in defs.kinds
+        or not isinstance(differential, dict)
+    ):
+        return []
+    issues: list[Issue] = []
+    for i, el in enumerate(differential.get("element") or []):
+        path = el.get("path") if isinstance(el, dict) else None
+        if not isinstance(path, str):
+            continue
+        segments = path.split(".")
+        ok = segments[0] == type_name
+        def_path = type_name
+        for seg in segments[1:] if ok else ():
+            children = defs.children(def_path)
+            child = children.get(seg)
+            if (
+                child is None
+                and seg.endswith("[x]")
+                and any(c.name == seg[:-3] for c in children.values())
+            ):
+                break  # a choice: what lies below depends on the type, not judged here
+            if child is None:
+                ok = False
+                break
+            def_path = child.def_path
+        if not ok:
+            issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    f"The differential path '{path}' is not an element of {type_name}",
+                    f"StructureDefinition.differential.element[{i}].path",
+                )
+            )
+    return issues
 
 
 def _capability_statement(cs: JsonObject, known: KnownArtefacts) -> list[Issue]:

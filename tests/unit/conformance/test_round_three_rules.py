@@ -110,3 +110,36 @@ def test_security_checks_option():
     ]
     assert errors(strict, patient_with_name("a < b > c")) == []
     assert errors(ConformanceValidator(), patient_with_name("<script>x</script>")) == []
+
+
+def observation_profile(*paths):
+    return {
+        "resourceType": "StructureDefinition",
+        "url": "http://example.org/StructureDefinition/obs",
+        "name": "Obs",
+        "status": "draft",
+        "kind": "resource",
+        "abstract": False,
+        "type": "Observation",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Observation",
+        "derivation": "constraint",
+        "differential": {"element": [{"id": p, "path": p} for p in paths]},
+    }
+
+
+def test_differential_paths_are_elements_of_the_type(validator):
+    good = observation_profile(
+        "Observation",
+        "Observation.value[x]",
+        "Observation.valueQuantity",
+        "Observation.code.coding.system",
+        "Observation.component.code",
+        "Observation.extension",
+    )
+    assert errors(validator, good) == []
+    assert errors(validator, observation_profile("Observation.valueBla")) == [
+        ("structure", "StructureDefinition.differential.element[0].path")
+    ]
+    assert ("structure", "StructureDefinition.differential.element[0].path") in errors(
+        validator, observation_profile("Patient.name")
+    )
