@@ -10,6 +10,7 @@ definition's type. Core SearchParameters come from the tables (terminology.py).
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from adapter.conformance.definitions import core_definitions
@@ -36,8 +37,78 @@ def artefact_issues(resource: JsonObject, rt: str, known: KnownArtefacts) -> lis
     if rt == "CapabilityStatement":
         return _capability_statement(resource, known)
     if rt == "StructureDefinition":
-        return _differential_paths(resource)
+        return (
+            _differential_paths(resource)
+            + _derived_extension_url(resource, known)
+            + _extension_discriminators(resource)
+        )
     return []
+
+
+_DISCRIMINATOR_HEAD: Final = re.compile(r"^([A-Za-z_$][A-Za-z0-9_]*)(\[x\])?(\()?")
+#: What a discriminator on a list of extensions may start with (the elements of Extension).
+_EXTENSION_ELEMENTS: Final = frozenset({"$this", "id", "extension", "url"})
+
+
+def _extension_discriminators(sd: JsonObject) -> list[Issue]:
+    """R4 profiling.html#discriminator: a discriminator path is evaluated on the sliced element,
+    so slicing a list of extensions can only discriminate on an element of Extension (url, value,
+    extension, id), a function, or $this."""
+    issues: list[Issue] = []
+    for i, e in enumerate((sd.get("differential") or {}).get("element") or []):
+        if not isinstance(e, dict) or not isinstance(e.get("slicing"), dict):
+            continue
+        path = e.get("path")
+        if not isinstance(path, str) or path.rsplit(".", 1)[-1] not in (
+            "extension",
+            "modifierExtension",
+        ):
+            continue
+        for j, d in enumerate(e["slicing"].get("discriminator") or []):
+            dpath = d.get("path") if isinstance(d, dict) else None
+            head = _DISCRIMINATOR_HEAD.match(dpath) if isinstance(dpath, str) else None
+            if head is None or head.group(3) is not None:
+                continue  # not a plain element name (a function such as resolve(), or unparsed)
+            name = head.group(1)
+            if name in _EXTENSION_ELEMENTS or name.startswith("value"):
+                continue
+            issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    f"The discriminator path '{dpath}' does not appear to be valid for the "
+                    f"element that is being sliced '{path}'",
+                    f"StructureDefinition.differential.element[{i}].slicing.discriminator[{j}]",
+                )
+            )
+    return issues
+
+
+def _derived_extension_url(sd: JsonObject, known: KnownArtefacts) -> list[Issue]:
+    """R4 profiling.html: a constraint may not change a value its base fixes; for an extension
+    derived from another, Extension.url stays fixed to the base's url."""
+    base_url = sd.get("baseDefinition")
+    if sd.get("type") != "Extension" or not isinstance(base_url, str) or base_url == sd.get("url"):
+        return []
+    base = known.extension(base_url.split("|", 1)[0])
+    if base is None or base.fixed_url is None:
+        return []
+    issues: list[Issue] = []
+    for i, e in enumerate((sd.get("differential") or {}).get("element") or []):
+        if not isinstance(e, dict) or e.get("path") != "Extension.url":
+            continue
+        fixed = e.get("fixedUri")
+        if isinstance(fixed, str) and fixed != base.fixed_url:
+            issues.append(
+                Issue(
+                    "error",
+                    "business-rule",
+                    f"Extension.url is fixed to '{fixed}' but its base '{base_url}' fixes it "
+                    f"to '{base.fixed_url}'; a derived extension cannot change the fixed url",
+                    f"StructureDefinition.differential.element[{i}].fixedUri",
+                )
+            )
+    return issues
 
 
 def _code_system(cs: JsonObject) -> list[Issue]:

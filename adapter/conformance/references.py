@@ -16,7 +16,7 @@ from adapter.conformance.definitions import core_definitions
 from adapter.conformance.structure import FoundReference
 from adapter.context import ValidationContext
 from adapter.fhir.references import parse_reference
-from adapter.fhir.types import JsonObject
+from adapter.fhir.types import JsonObject, JsonValue
 from adapter.issue import Issue
 
 #: Absolute URLs that are not RESTful FHIR URLs are legal references (R4 references.html §2.3.0.2).
@@ -192,3 +192,65 @@ def reference_issues(
                 )
             )
     return issues
+
+
+def _parameter_resources(params: JsonValue) -> Iterable[JsonObject]:
+    for p in params if isinstance(params, list) else []:
+        if isinstance(p, dict):
+            if isinstance(p.get("resource"), dict):
+                yield p["resource"]
+            yield from _parameter_resources(p.get("part"))
+
+
+def parameters_reference_issues(
+    parameters: JsonObject, found: Iterable[FoundReference]
+) -> list[Issue]:
+    """The reference validator's `validateReference` inside a Parameters: the resources of its
+    parameters travel together, so a relative reference in one of them must name another."""
+    resources = list(_parameter_resources(parameters.get("parameter")))
+    roots = {id(r) for r in resources}  # each parameter's resource is the root of its own walk
+    held = {
+        f"{r.get('resourceType')}/{r.get('id')}" for r in resources if isinstance(r.get("id"), str)
+    }
+    issues: list[Issue] = []
+    for ref in found:
+        value = str(ref.reference.get("reference"))
+        parsed = parse_reference(value)
+        if parsed.kind != "relative" or id(ref.root) not in roots:
+            continue
+        if f"{parsed.resource_type}/{parsed.id}" not in held:
+            issues.append(
+                Issue(
+                    "error",
+                    "not-found",
+                    f"Unable to resolve resource with reference '{value}'",
+                    f"{ref.expression}.reference",
+                )
+            )
+    return issues
+
+
+_WG_EXTENSION: Final = "http://hl7.org/fhir/StructureDefinition/structuredefinition-wg"
+_HL7_URL: Final = re.compile(r"^https?://(terminology\.)?hl7\.org/")
+
+
+def hl7_publication_issues(resource: JsonObject, rt: str) -> list[Issue]:
+    """The reference validator's `for-publication`: a canonical resource HL7 publishes (its url is
+    on hl7.org) names its owning work group with the structuredefinition-wg extension."""
+    url = resource.get("url")
+    if not isinstance(url, str) or not _HL7_URL.match(url) or rt in ("Bundle", "Parameters"):
+        return []
+    if any(
+        isinstance(e, dict) and e.get("url") == _WG_EXTENSION
+        for e in resource.get("extension") or []
+    ):
+        return []
+    return [
+        Issue(
+            "error",
+            "business-rule",
+            "When HL7 is publishing a resource, the owning committee must be stated using the "
+            f"{_WG_EXTENSION} extension",
+            rt,
+        )
+    ]

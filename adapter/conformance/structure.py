@@ -52,12 +52,33 @@ class WalkResult:
     #: Reference-validator options (off by default): HTML tags in markdown, HTML in strings.
     no_html_in_markdown: bool = False
     security_checks: bool = False
+    #: The reference validator's `examples: false`: example URLs (example.org, …) are errors.
+    no_example_urls: bool = False
 
 
 #: An HTML-looking tag: `<name` followed by a space, `/` or `>` (markdown autolinks `<http:...>`
 #: and comparisons such as `a < b` do not match).
 _MARKDOWN_TAG: Final[re.Pattern[str]] = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?=[\s/>])")
 _STRING_TAG: Final[re.Pattern[str]] = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(\s[^<>]*)?/?>")
+
+
+#: Hosts of example URLs (RFC 2606 example domains), with their subdomains.
+_EXAMPLE_URL: Final[re.Pattern[str]] = re.compile(
+    r"^[a-z][a-z0-9+.\-]*://([^/?#@]*@)?([A-Za-z0-9\-]+\.)*example\.(org|com|net)(?=[:/?#]|$)",
+    re.IGNORECASE,
+)
+
+
+def _example_url(type_code: str, text: str, path: str, out: WalkResult) -> None:
+    if type_code in ("uri", "url", "canonical") and _EXAMPLE_URL.match(text):
+        out.issues.append(
+            Issue(
+                "error",
+                "invalid",
+                f"Example URLs are not allowed in this context ({text})",
+                path,
+            )
+        )
 
 
 def _html_in_text(type_code: str, text: str, path: str, out: WalkResult) -> None:
@@ -195,6 +216,9 @@ class InstanceWalker:
                     if (out.no_html_in_markdown or out.security_checks) and isinstance(item, str):
                         item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
                         _html_in_text(child.type_code, item, item_path, out)
+                    if out.no_example_urls and isinstance(item, str):
+                        item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
+                        _example_url(child.type_code, item, item_path, out)
                     if problem is None and not child.element.binding and child.type_code != "xhtml":
                         continue  # the common case: a valid primitive with nothing else to check
                     item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"

@@ -48,6 +48,8 @@ class ExtensionDef:
     value_types: tuple[str, ...] | None
     is_modifier: bool
     sub_extensions: tuple[str, ...] = ()
+    #: The value fixed on Extension.url, when the definition fixes it.
+    fixed_url: str | None = None
 
 
 def _normalise(name: str) -> str:
@@ -101,6 +103,7 @@ def extension_from_structure_definition(sd: JsonObject) -> ExtensionDef | None:
     value_types: tuple[str, ...] | None = None
     modifier = False
     subs: list[str] = []
+    fixed_url: str | None = None
     for e in elements:
         if not isinstance(e, dict):
             continue
@@ -114,7 +117,9 @@ def extension_from_structure_definition(sd: JsonObject) -> ExtensionDef | None:
             )
         if e.get("path") == "Extension.extension.url" and isinstance(e.get("fixedUri"), str):
             subs.append(e["fixedUri"])
-    return ExtensionDef(url, contexts, value_types, modifier, tuple(subs))
+        if e.get("path") == "Extension.url" and isinstance(e.get("fixedUri"), str):
+            fixed_url = e["fixedUri"]
+    return ExtensionDef(url, contexts, value_types, modifier, tuple(subs), fixed_url)
 
 
 @dataclass(frozen=True, slots=True)

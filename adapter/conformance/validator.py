@@ -18,9 +18,14 @@ from adapter.conformance.extensions import UnknownExtensionPolicy
 from adapter.conformance.invariants import InvariantRunner
 from adapter.conformance.profiles import ProfileRegistry
 from adapter.conformance.questionnaire import QuestionnaireLookup, questionnaire_issues
-from adapter.conformance.references import reference_issues
+from adapter.conformance.references import (
+    hl7_publication_issues,
+    parameters_reference_issues,
+    reference_issues,
+)
 from adapter.conformance.structure import InstanceWalker, WalkResult
 from adapter.conformance.terminology import KnownArtefacts, core_artefacts
+from adapter.conformance.vitalsigns import vital_signs_issues
 from adapter.context import ValidationContext
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
@@ -37,7 +42,13 @@ class ConformanceValidator:
     is not in the Bundle, contained, or profiles/questionnaires/. `unknown_extensions` says what
     an extension we hold no definition for is worth (extensions.py): "allow" or "error".
     `no_html_in_markdown` and `security_checks` are the reference validator's options of those
-    names: markdown may not contain HTML tags; strings may not contain HTML tags.
+    names: markdown may not contain HTML tags; strings may not contain HTML tags. The other options
+    are also the reference validator's, all off by default: `no_example_urls` (its `examples:
+    false`: uri/url/canonical values may not be example.org/.com/.net URLs),
+    `resolve_parameters_references` (its `validateReference` inside a Parameters: a relative
+    reference in a parameter's resource must name another parameter's resource) and
+    `hl7_publication` (its `for-publication`: an HL7 canonical resource must name its owning work
+    group with the structuredefinition-wg extension).
     """
 
     def __init__(
@@ -48,6 +59,9 @@ class ConformanceValidator:
         unknown_extensions: UnknownExtensionPolicy = "allow",
         no_html_in_markdown: bool = False,
         security_checks: bool = False,
+        no_example_urls: bool = False,
+        resolve_parameters_references: bool = False,
+        hl7_publication: bool = False,
     ) -> None:
         if profiles_dir is None:
             from adapter.settings import Settings
@@ -59,6 +73,9 @@ class ConformanceValidator:
         self.unknown_extensions: UnknownExtensionPolicy = unknown_extensions
         self.no_html_in_markdown = no_html_in_markdown
         self.security_checks = security_checks
+        self.no_example_urls = no_example_urls
+        self.resolve_parameters_references = resolve_parameters_references
+        self.hl7_publication = hl7_publication
         self._known: KnownArtefacts = core_artefacts().with_supporting(
             [
                 *self.profiles.structure_definitions.values(),
@@ -84,14 +101,25 @@ class ConformanceValidator:
             unknown_extensions=self.unknown_extensions,
             no_html_in_markdown=self.no_html_in_markdown,
             security_checks=self.security_checks,
+            no_example_urls=self.no_example_urls,
         )
         self._walker.walk_resource(resource, rt, None, walk)
         issues = walk.issues
         issues += reference_issues(
             walk.references, ctx, own_bundle=resource if rt == "Bundle" else None
         )
+        if rt == "Parameters" and self.resolve_parameters_references:
+            issues += parameters_reference_issues(resource, walk.references)
+        if self.hl7_publication:
+            issues += hl7_publication_issues(resource, rt)
+        if rt == "Observation":
+            issues += vital_signs_issues(resource)
         if rt == "Bundle":
             issues += bundle_issues(resource)
+            for i, entry in enumerate(resource.get("entry") or []):
+                res = entry.get("resource") if isinstance(entry, dict) else None
+                if isinstance(res, dict) and res.get("resourceType") == "Observation":
+                    issues += vital_signs_issues(res, f"Bundle.entry[{i}].resource")
         issues += artefact_issues(resource, rt, known)
         issues += self.profiles.validate(
             resource, (*ctx.profiles, *_global_profiles(supporting, rt)), supporting, known

@@ -73,7 +73,7 @@ def compose_issues(include: JsonObject, path: str, known: KnownArtefacts) -> lis
                 path,
             )
         ]
-    issues: list[Issue] = []
+    issues: list[Issue] = _boolean_filter_issues(include, path, known.code_system(system))
     cs = known.code_system(system)
     if cs is not None:
         issues += _filter_issues(include, path, cs, known)
@@ -95,6 +95,36 @@ def compose_issues(include: JsonObject, path: str, known: KnownArtefacts) -> lis
             issues.append(
                 Issue(
                     "error", "code-invalid", f"'{code}' is not a valid SNOMED CT identifier", where
+                )
+            )
+    return issues
+
+
+#: R4 codesystem.html#defined-props: the FHIR-defined boolean concept properties.
+_BOOLEAN_PROPERTIES: Final = frozenset({"inactive", "notSelectable"})
+
+
+def _boolean_filter_issues(
+    include: JsonObject, path: str, cs: CodeSystemTable | None
+) -> list[Issue]:
+    """An `=` filter on a boolean property (FHIR-defined or declared boolean by the code system)
+    takes 'true' or 'false'."""
+    issues: list[Issue] = []
+    for i, flt in enumerate(include.get("filter") or []):
+        if not isinstance(flt, dict) or flt.get("op") != "=":
+            continue
+        prop, value = flt.get("property"), flt.get("value")
+        if not isinstance(prop, str) or not isinstance(value, str) or value in ("true", "false"):
+            continue
+        declared = cs.property_types.get(prop) if cs is not None else None
+        if declared == "boolean" or (declared is None and prop in _BOOLEAN_PROPERTIES):
+            issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    f"The value for a filter based on property '{prop}' must be either 'true' or "
+                    f"'false', not '{value}'",
+                    f"{path}.filter[{i}].value",
                 )
             )
     return issues

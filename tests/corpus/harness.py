@@ -56,12 +56,21 @@ def reference_like_validator() -> ConformanceValidator:
 
 
 @cache
-def configured_validator(no_html_in_markdown: bool, security_checks: bool) -> ConformanceValidator:
+def configured_validator(
+    no_html_in_markdown: bool,
+    security_checks: bool,
+    no_example_urls: bool = False,
+    resolve_parameters_references: bool = False,
+    hl7_publication: bool = False,
+) -> ConformanceValidator:
     """As `reference_like_validator`, with the reference validator's options a case sets."""
     return ConformanceValidator(
         unknown_extensions="error",
         no_html_in_markdown=no_html_in_markdown,
         security_checks=security_checks,
+        no_example_urls=no_example_urls,
+        resolve_parameters_references=resolve_parameters_references,
+        hl7_publication=hl7_publication,
     )
 
 
@@ -113,7 +122,12 @@ def run_case(case: dict[str, Any]) -> CaseResult:
                 ctx = ValidationContext(mode="validate")
                 settings = case.get("settings") or {}
                 issues = configured_validator(
-                    bool(settings.get("noHtmlInMarkdown")), bool(settings.get("security-checks"))
+                    bool(settings.get("noHtmlInMarkdown")),
+                    bool(settings.get("security-checks")),
+                    no_example_urls=settings.get("examples") is False,
+                    resolve_parameters_references=settings.get("validateReference")
+                    in ("CHECK_EXISTS", "CHECK_EXISTS_AND_TYPE", "CHECK_VALID"),
+                    hl7_publication=bool(settings.get("for-publication")),
                 ).validate_with_supporting(resource, ctx, supporting)
     ours = blocking(issues)
     return CaseResult(
