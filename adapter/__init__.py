@@ -4,8 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from adapter.errors import AdapterError  # noqa: E402
-from adapter.settings import Settings  # noqa: E402
+from adapter.errors import AdapterError
+from adapter.settings import Settings
 
 
 def create_app(settings: Settings | None = None):  # type: ignore[no-untyped-def]

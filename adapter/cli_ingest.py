@@ -48,9 +48,15 @@ def fhir_records(data: bytes, name: str) -> list[SourceRecord]:
     resource = jsonio.loads(data.decode("utf-8-sig"))
     if not isinstance(resource, dict):
         raise typer.BadParameter(f"{name} is not a FHIR resource")
-    if resource.get("resourceType") == "Bundle" and resource.get("type") in ("searchset", "collection"):
-        return [record_from_resource(e["resource"], f"{name} entry {i}")
-                for i, e in enumerate(resource.get("entry") or []) if isinstance(e.get("resource"), dict)]
+    if resource.get("resourceType") == "Bundle" and resource.get("type") in (
+        "searchset",
+        "collection",
+    ):
+        return [
+            record_from_resource(e["resource"], f"{name} entry {i}")
+            for i, e in enumerate(resource.get("entry") or [])
+            if isinstance(e.get("resource"), dict)
+        ]
     return [record_from_resource(resource, name)]
 
 
@@ -58,8 +64,11 @@ def _dead_letter(handle: object, outcome: UnitOutcome) -> None:
     line = {
         "locator": outcome.result.record.locator,
         "mapping": outcome.result.mapping_id,
-        "reasons": [{"severity": i.severity, "code": i.code, "field": i.expression, "text": i.text}
-                    for i in outcome.issues if i.severity != "information"],
+        "reasons": [
+            {"severity": i.severity, "code": i.code, "field": i.expression, "text": i.text}
+            for i in outcome.issues
+            if i.severity != "information"
+        ],
         "original": outcome.result.record.raw,
     }
     handle.write(json.dumps(line) + "\n")  # type: ignore[attr-defined]
@@ -70,9 +79,14 @@ def ingest(
     files: Annotated[list[Path], typer.Argument(help="CSV/JSON extracts or HL7 v2 files")],
     mapping: Annotated[str, typer.Option("--mapping", help="Mapping id, e.g. csv-dialog")],
     dead_letter: Annotated[Path, typer.Option(help="Rejected rows, one JSON line each")] = Path(
-        "dead-letter.jsonl"),
-    trace: Annotated[bool, typer.Option("--trace", help="Print source field and rule per output element")] = False,
-    batch_size: Annotated[int, typer.Option(help="Rows per database commit (each row still all or nothing)")] = 100,
+        "dead-letter.jsonl"
+    ),
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Print source field and rule per output element")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option(help="Rows per database commit (each row still all or nothing)")
+    ] = 100,
 ) -> None:
     """Maps every row/message and stores each as one all-or-nothing unit; exit 1 if any was rejected."""
     settings = Settings()
@@ -85,7 +99,7 @@ def ingest(
             records = _records(path, spec.source_kind)
             task = progress.add_task(path.name, total=len(records))
             for start in range(0, len(records), max(batch_size, 1)):
-                chunk = records[start:start + max(batch_size, 1)]
+                chunk = records[start : start + max(batch_size, 1)]
                 # one commit per chunk; a row counts as stored only once its chunk has committed
                 for outcome in inbound.ingest_batch(spec, chunk):
                     counts[outcome.status] += 1

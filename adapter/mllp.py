@@ -22,7 +22,9 @@ def frame(message: str) -> bytes:
     return START + message.encode("utf-8") + END
 
 
-async def _handle(inbound: Inbound, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _handle(
+    inbound: Inbound, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     buffer = b""
     try:
         while True:
@@ -36,9 +38,11 @@ async def _handle(inbound: Inbound, reader: asyncio.StreamReader, writer: asynci
             while END in buffer:
                 raw, buffer = buffer.split(END, 1)
                 start = raw.find(START)
-                payload = raw[start + 1:] if start >= 0 else raw
+                payload = raw[start + 1 :] if start >= 0 else raw
                 outcome, ack = await asyncio.to_thread(inbound.handle_v2, payload)
-                log.info("mllp message", extra={"status": outcome.status if outcome else "not-processed"})
+                log.info(
+                    "mllp message", extra={"status": outcome.status if outcome else "not-processed"}
+                )
                 writer.write(frame(ack))
                 await writer.drain()
     finally:

@@ -83,11 +83,13 @@ def main() -> None:
     start = time.perf_counter()
     latencies = []
     for first in range(0, len(batch_records), args.batch):
-        chunk = batch_records[first:first + args.batch]
+        chunk = batch_records[first : first + args.batch]
         t0 = time.perf_counter()
         outcomes = inbound.ingest_batch(spec, chunk)
         latencies += [(time.perf_counter() - t0) * 1000 / len(chunk)] * len(chunk)
-        assert all(o.status == "stored" for o in outcomes), [o.issues for o in outcomes if o.status != "stored"]
+        assert all(o.status == "stored" for o in outcomes), [
+            o.issues for o in outcomes if o.status != "stored"
+        ]
     report(
         f"CSV rows (csv-dialog) -> SQLite, {args.batch} rows per commit (adapter ingest)",
         len(batch_records),

@@ -27,7 +27,9 @@ from adapter.mapping.transforms import LONDON, TRANSFORMS
 from adapter.sources.record import GroupInstance, SourceRecord
 
 _SEGMENT: Final = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<index>\d+|\+)\])?$")
-_SELECT: Final = re.compile(r"^(?P<group>[^()]+)\((?P<key>[^=()]+)=(?P<value>[^()]*)\)(?:\.(?P<local>.+))?$")
+_SELECT: Final = re.compile(
+    r"^(?P<group>[^()]+)\((?P<key>[^=()]+)=(?P<value>[^()]*)\)(?:\.(?P<local>.+))?$"
+)
 
 
 @dataclass(slots=True)
@@ -56,8 +58,14 @@ class MappingResult:
     def source_of(self, resource_ref: str, path: str) -> str | None:
         """The source key behind an output element (for pointing pipeline issues back at the source)."""
         for entry in self.trace:
-            related = path == entry.path or path.startswith(entry.path + ".") or entry.path.startswith(path)
-            synthetic = entry.source == "const" or entry.source.startswith(("ref:", "aggregate:", "setting:"))
+            related = (
+                path == entry.path
+                or path.startswith(entry.path + ".")
+                or entry.path.startswith(path)
+            )
+            synthetic = entry.source == "const" or entry.source.startswith(
+                ("ref:", "aggregate:", "setting:")
+            )
             if entry.resource == resource_ref and related and not synthetic:
                 return entry.source
         return None
@@ -138,8 +146,13 @@ def prune_empty(node: Any) -> Any:
 
 # -- the engine ----------------------------------------------------------------------------------
 class _Run:
-    def __init__(self, spec: MappingSpec, record: SourceRecord, concept_maps: ConceptMaps,
-                 settings: Mapping[str, Any]):
+    def __init__(
+        self,
+        spec: MappingSpec,
+        record: SourceRecord,
+        concept_maps: ConceptMaps,
+        settings: Mapping[str, Any],
+    ):
         self.spec = spec
         self.record = record
         self.maps = concept_maps
@@ -194,8 +207,15 @@ class _Run:
         return True
 
     def issue(self, severity: str, code: str, text: str, key: str | None, rule: str) -> None:
-        self.result.issues.append(Issue(severity, code, text, expression=key,  # type: ignore[arg-type]
-                                        diagnostics=f"rule {rule}"))
+        self.result.issues.append(
+            Issue(
+                severity,
+                code,
+                text,
+                expression=key,  # type: ignore[arg-type]
+                diagnostics=f"rule {rule}",
+            )
+        )
 
     # resources
     def run(self) -> MappingResult:
@@ -226,8 +246,13 @@ class _Run:
         if res.match is not None:
             value, key = self.read(res.match.value, instance)
             if value is None:
-                self.issue("error", "required", f"{res.type} needs its identifier ({res.match.value})",
-                           res.match.value, rule_base)
+                self.issue(
+                    "error",
+                    "required",
+                    f"{res.type} needs its identifier ({res.match.value})",
+                    res.match.value,
+                    rule_base,
+                )
                 return
             if "nhs-number" in res.match.system:
                 checked, problem = TRANSFORMS["nhs_number"](value)
@@ -242,8 +267,13 @@ class _Run:
             for selector in res.id_from:
                 value, _ = self.read(selector, instance)
                 if value is None:
-                    self.issue("error", "required", f"{res.type} needs its business identifier ({selector})",
-                               self.locate_name(selector, instance), rule_base)
+                    self.issue(
+                        "error",
+                        "required",
+                        f"{res.type} needs its business identifier ({selector})",
+                        self.locate_name(selector, instance),
+                        rule_base,
+                    )
                     return
                 parts.append(value)
             resource["id"] = deterministic_id(res.type, *parts)
@@ -265,7 +295,10 @@ class _Run:
         if not isinstance(items, list):
             return
         rank = {v: i for i, v in enumerate(values)}
-        moved = sorted(range(len(items)), key=lambda i: (rank.get(str(get_path(items[i], key_path)), len(rank)), i))
+        moved = sorted(
+            range(len(items)),
+            key=lambda i: (rank.get(str(get_path(items[i], key_path)), len(rank)), i),
+        )
         resource_items = [items[i] for i in moved]
         items[:] = resource_items
         new_index = {old: new for new, old in enumerate(moved)}
@@ -274,9 +307,14 @@ class _Run:
             if t.resource != ref or not t.path.startswith(prefix):
                 continue
             close = t.path.index("]", len(prefix))
-            old = int(t.path[len(prefix):close])
-            self.result.trace[j] = TraceEntry(t.resource, f"{prefix}{new_index[old]}{t.path[close:]}", t.source,
-                                              t.rule, t.position)
+            old = int(t.path[len(prefix) : close])
+            self.result.trace[j] = TraceEntry(
+                t.resource,
+                f"{prefix}{new_index[old]}{t.path[close:]}",
+                t.source,
+                t.rule,
+                t.position,
+            )
 
     def locate_name(self, selector: str, instance: GroupInstance | None) -> str:
         selector = selector.split(" ?? ")[0]
@@ -284,8 +322,15 @@ class _Run:
             return next(iter(instance.keys.values()), selector).split("-")[0] + f" {selector}"
         return selector.lstrip("/")
 
-    def apply_rules(self, rules: tuple[Rule, ...], target: JsonObject, base: str,
-                    instance: GroupInstance | None, ref: str, rule_base: str) -> bool:
+    def apply_rules(
+        self,
+        rules: tuple[Rule, ...],
+        target: JsonObject,
+        base: str,
+        instance: GroupInstance | None,
+        ref: str,
+        rule_base: str,
+    ) -> bool:
         """Applies rules into `target`; False when an aggregate could not be computed (skip resource)."""
         for rule in rules:
             rule_id = f"{self.spec.rule_prefix}#{rule.locator}"
@@ -303,26 +348,35 @@ class _Run:
             if rule.aggregate is not None:
                 computed = self.aggregate(rule.aggregate)
                 if computed is None:
-                    self.issue("information", "informational",
-                               f"{rule.to} not computed: not every item needed was present and in range",
-                               None, rule_id)
+                    self.issue(
+                        "information",
+                        "informational",
+                        f"{rule.to} not computed: not every item needed was present and in range",
+                        None,
+                        rule_id,
+                    )
                     return False
                 path = set_path(target, rule.to, computed)
-                self.result.trace.append(TraceEntry(ref, prefix + path, f"aggregate:{rule.aggregate.function}",
-                                                    rule_id))
+                self.result.trace.append(
+                    TraceEntry(ref, prefix + path, f"aggregate:{rule.aggregate.function}", rule_id)
+                )
                 continue
             if rule.ref is not None:
                 targets = self.built.get(rule.ref, [])
                 for other in targets if "[+]" in rule.to else targets[:1]:
                     path = set_path(target, rule.to, {"reference": other.reference})
-                    self.result.trace.append(TraceEntry(ref, prefix + path, f"ref:{rule.ref}", rule_id))
+                    self.result.trace.append(
+                        TraceEntry(ref, prefix + path, f"ref:{rule.ref}", rule_id)
+                    )
                 continue
             if rule.due is not None:
                 self.deadline(rule, target, prefix, instance, ref, rule_id)
                 continue
             if rule.setting is not None:
                 path = set_path(target, rule.to, self.settings[rule.setting])
-                self.result.trace.append(TraceEntry(ref, prefix + path, f"setting:{rule.setting}", rule_id))
+                self.result.trace.append(
+                    TraceEntry(ref, prefix + path, f"setting:{rule.setting}", rule_id)
+                )
                 continue
             if rule.source is None:
                 path = set_path(target, rule.to, rule.const)
@@ -331,8 +385,13 @@ class _Run:
             raw, key = self.read(rule.source, instance)
             if raw is None:
                 if rule.required:
-                    self.issue("error", "required", f"{rule.source} is required for {rule.to}",
-                               self.locate_name(rule.source, instance), rule_id)
+                    self.issue(
+                        "error",
+                        "required",
+                        f"{rule.source} is required for {rule.to}",
+                        self.locate_name(rule.source, instance),
+                        rule_id,
+                    )
                 continue
             value: Any = raw
             problem: str | None
@@ -345,29 +404,62 @@ class _Run:
                 translation = self.maps.translate(rule.map, str(value))
                 if translation is None and rule.on_unmapped == "keep":
                     path = set_path(target, rule.to, value)
-                    self.result.trace.append(TraceEntry(ref, prefix + path, key or rule.source, rule_id,
-                                                        self.record.position(key) if key else ""))
+                    self.result.trace.append(
+                        TraceEntry(
+                            ref,
+                            prefix + path,
+                            key or rule.source,
+                            rule_id,
+                            self.record.position(key) if key else "",
+                        )
+                    )
                     continue
                 if translation is None:
                     severity = "error" if rule.on_unmapped == "error" else "warning"
-                    self.issue(severity, "code-invalid",
-                               f"{rule.source} code '{value}' has no entry in ConceptMap {rule.map}", key, rule_id)
+                    self.issue(
+                        severity,
+                        "code-invalid",
+                        f"{rule.source} code '{value}' has no entry in ConceptMap {rule.map}",
+                        key,
+                        rule_id,
+                    )
                     continue
-                coding = {"system": translation.system, "code": translation.code,
-                          **({"display": translation.display} if translation.display else {})}
-                value = {"coding": coding, "code": translation.code, "display": translation.display,
-                         "codeableconcept": {"coding": [coding]}}[rule.emit]
+                coding = {
+                    "system": translation.system,
+                    "code": translation.code,
+                    **({"display": translation.display} if translation.display else {}),
+                }
+                value = {
+                    "coding": coding,
+                    "code": translation.code,
+                    "display": translation.display,
+                    "codeableconcept": {"coding": [coding]},
+                }[rule.emit]
                 if value is None:
                     continue
             if rule.template is not None:
                 value = rule.template.replace("{value}", str(value))
             path = set_path(target, rule.to, value)
-            self.result.trace.append(TraceEntry(ref, prefix + path, key or rule.source, rule_id,
-                                                self.record.position(key) if key else ""))
+            self.result.trace.append(
+                TraceEntry(
+                    ref,
+                    prefix + path,
+                    key or rule.source,
+                    rule_id,
+                    self.record.position(key) if key else "",
+                )
+            )
         return True
 
-    def deadline(self, rule: Rule, target: JsonObject, prefix: str, instance: GroupInstance | None, ref: str,
-                 rule_id: str) -> None:
+    def deadline(
+        self,
+        rule: Rule,
+        target: JsonObject,
+        prefix: str,
+        instance: GroupInstance | None,
+        ref: str,
+        rule_id: str,
+    ) -> None:
         """`due`: the anchor's date/time plus the timescale in `setting`, by the policy calendar."""
         from adapter.policy.checks.timescales import due_by
 
@@ -376,8 +468,13 @@ class _Run:
         raw, key = self.read(rule.due, instance)
         if raw is None:
             if rule.required:
-                self.issue("error", "required", f"{rule.due} is required for {rule.to}",
-                           self.locate_name(rule.due, instance), rule_id)
+                self.issue(
+                    "error",
+                    "required",
+                    f"{rule.due} is required for {rule.to}",
+                    self.locate_name(rule.due, instance),
+                    rule_id,
+                )
             return
         anchor_text, problem = TRANSFORMS["datetime"](raw)
         if problem is not None:
@@ -388,11 +485,25 @@ class _Run:
             anchor = anchor.replace(tzinfo=LONDON)
         deadline, _ = due_by(anchor, self.settings[rule.setting])
         path = set_path(target, rule.to, deadline.isoformat())
-        self.result.trace.append(TraceEntry(ref, prefix + path, key or rule.due, rule_id,
-                                            f"{self.record.position(key) if key else ''} + setting:{rule.setting}"))
+        self.result.trace.append(
+            TraceEntry(
+                ref,
+                prefix + path,
+                key or rule.due,
+                rule_id,
+                f"{self.record.position(key) if key else ''} + setting:{rule.setting}",
+            )
+        )
 
-    def nested(self, rule: Rule, target: JsonObject, prefix: str, instance: GroupInstance | None, ref: str,
-               rule_base: str) -> None:
+    def nested(
+        self,
+        rule: Rule,
+        target: JsonObject,
+        prefix: str,
+        instance: GroupInstance | None,
+        ref: str,
+        rule_base: str,
+    ) -> None:
         element: JsonObject = {}
         trace_start = len(self.result.trace)
         self.apply_rules(rule.rules, element, "", instance, ref, rule_base)
@@ -403,8 +514,9 @@ class _Run:
         concrete = set_path(target, rule.to, element)
         for j in range(trace_start, len(self.result.trace)):
             t = self.result.trace[j]
-            self.result.trace[j] = TraceEntry(t.resource, f"{prefix}{concrete}.{t.path}", t.source, t.rule,
-                                              t.position)
+            self.result.trace[j] = TraceEntry(
+                t.resource, f"{prefix}{concrete}.{t.path}", t.source, t.rule, t.position
+            )
 
     def aggregate(self, spec: Aggregate) -> float | int | None:
         built = self.built.get(spec.resource)
@@ -439,18 +551,34 @@ class _Run:
         for key in self.record.non_empty_keys():
             if key in self.result.used:
                 continue
-            reason = next((why for pattern, why in self.spec.ignore if fnmatchcase(key, pattern)), None)
+            reason = next(
+                (why for pattern, why in self.spec.ignore if fnmatchcase(key, pattern)), None
+            )
             if reason is not None:
                 self.result.ignored.append(key)
-                self.issue("information", "informational", f"Source field {key} deliberately not mapped: {reason}",
-                           key, f"{self.spec.rule_prefix}#ignore")
+                self.issue(
+                    "information",
+                    "informational",
+                    f"Source field {key} deliberately not mapped: {reason}",
+                    key,
+                    f"{self.spec.rule_prefix}#ignore",
+                )
             else:
                 self.result.unmapped.append(key)
-                self.issue("information", "informational", f"Source field {key} is not mapped", key,
-                           f"{self.spec.rule_prefix}#unmapped")
+                self.issue(
+                    "information",
+                    "informational",
+                    f"Source field {key} is not mapped",
+                    key,
+                    f"{self.spec.rule_prefix}#unmapped",
+                )
 
 
-def apply_mapping(spec: MappingSpec, record: SourceRecord, concept_maps: ConceptMaps,
-                  settings: Mapping[str, Any] | None = None) -> MappingResult:
+def apply_mapping(
+    spec: MappingSpec,
+    record: SourceRecord,
+    concept_maps: ConceptMaps,
+    settings: Mapping[str, Any] | None = None,
+) -> MappingResult:
     """Runs one mapping over one record. Collects every issue; never raises for bad content."""
     return _Run(spec, record, concept_maps, settings or {}).run()

@@ -35,8 +35,12 @@ class Inbound:
     def ingest(self, spec: MappingSpec, record: SourceRecord) -> UnitOutcome:
         if ERROR_KEY in record.header:
             result = MappingResult(spec.id, record)
-            issue = Issue("error", "structure", f"Unreadable row: {record.header[ERROR_KEY]}",
-                          expression=record.locator)
+            issue = Issue(
+                "error",
+                "structure",
+                f"Unreadable row: {record.header[ERROR_KEY]}",
+                expression=record.locator,
+            )
             return UnitOutcome(result, "rejected", [issue], http_status=400)
         return submit(self.pipeline, self.map(spec, record))
 
@@ -71,9 +75,12 @@ class Inbound:
         header = record.header
         spec = self.registry.for_message(header["message_type"], header["trigger"])
         if spec is None:
-            issue = Issue("error", "not-supported",
-                          f"Message type {header['message_type']}^{header['trigger']} is not supported here",
-                          expression="MSH-9")
+            issue = Issue(
+                "error",
+                "not-supported",
+                f"Message type {header['message_type']}^{header['trigger']} is not supported here",
+                expression="MSH-9",
+            )
             return None, build_ack(header, "AR", [issue], now=now, control_id=control_id)
         outcome = self.ingest(spec, record)
         code = "AE" if outcome.status == "rejected" else "AA"

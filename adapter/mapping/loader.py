@@ -44,12 +44,21 @@ class ConceptMaps:
         for group in concept_map["group"]:
             target_system = str(group.get("target", ""))
             for element in group.get("element") or []:
-                targets = [t for t in element.get("target") or [] if t.get("equivalence") != "unmatched"]
+                targets = [
+                    t for t in element.get("target") or [] if t.get("equivalence") != "unmatched"
+                ]
                 if not targets:
                     continue
                 t = targets[0]
-                index.setdefault(str(element["code"]), Translation(
-                    target_system, str(t["code"]), t.get("display"), str(t.get("equivalence", "equivalent"))))
+                index.setdefault(
+                    str(element["code"]),
+                    Translation(
+                        target_system,
+                        str(t["code"]),
+                        t.get("display"),
+                        str(t.get("equivalence", "equivalent")),
+                    ),
+                )
         self.maps[str(concept_map["id"])] = concept_map
         self._index[str(concept_map["id"])] = index
 
@@ -82,14 +91,22 @@ class MappingRegistry:
     def for_event(self, event: str) -> MappingSpec | None:
         """The active mapping for a FHIR message Bundle whose MessageHeader carries this event code."""
         for spec in self.mappings.values():
-            if spec.source_kind == "fhir" and spec.resource_type == "Bundle" and spec.event == event \
-                    and spec.status == "active":
+            if (
+                spec.source_kind == "fhir"
+                and spec.resource_type == "Bundle"
+                and spec.event == event
+                and spec.status == "active"
+            ):
                 return spec
         return None
 
     def for_resource(self, resource_type: str) -> MappingSpec | None:
         for spec in self.mappings.values():
-            if spec.source_kind == "fhir" and spec.resource_type == resource_type and spec.status == "active":
+            if (
+                spec.source_kind == "fhir"
+                and spec.resource_type == resource_type
+                and spec.status == "active"
+            ):
                 return spec
         return None
 
@@ -111,11 +128,17 @@ def load_registry(mappings_dir: Path) -> MappingRegistry:
         spec = parse_spec(data, str(path))
         for rule in walk_rules(spec):
             if rule.transform is not None and rule.transform not in TRANSFORMS:
-                raise ArtefactLoadError(str(path), f"{rule.locator}: unknown transform '{rule.transform}'")
+                raise ArtefactLoadError(
+                    str(path), f"{rule.locator}: unknown transform '{rule.transform}'"
+                )
             if rule.map is not None and rule.map not in concept_maps:
-                raise ArtefactLoadError(str(path), f"{rule.locator}: unknown ConceptMap '{rule.map}'")
+                raise ArtefactLoadError(
+                    str(path), f"{rule.locator}: unknown ConceptMap '{rule.map}'"
+                )
             if rule.setting is not None and rule.setting not in spec.settings:
-                raise ArtefactLoadError(str(path), f"{rule.locator}: unknown setting '{rule.setting}'")
+                raise ArtefactLoadError(
+                    str(path), f"{rule.locator}: unknown setting '{rule.setting}'"
+                )
         if spec.id in mappings:
             raise ArtefactLoadError(str(path), f"duplicate mapping id {spec.id}")
         mappings[spec.id] = spec

@@ -36,10 +36,19 @@ from adapter.sources.fhir_json import record_from_resource
 
 EVENTS_SYSTEM: Final = "https://fhir.nhs.uk/CodeSystem/message-events-bars"
 HTTP_ERROR_CODES: Final = "https://fhir.nhs.uk/CodeSystem/http-error-codes"
-RESPONSE_EVENT: Final = {"servicerequest-request": "servicerequest-response", "booking-request": "booking-response"}
+RESPONSE_EVENT: Final = {
+    "servicerequest-request": "servicerequest-response",
+    "booking-request": "booking-response",
+}
 REC_CODES: Final = {
-    400: "REC_BAD_REQUEST", 401: "REC_UNAUTHORIZED", 403: "REC_FORBIDDEN", 404: "REC_NOT_FOUND",
-    409: "REC_CONFLICT", 422: "REC_UNPROCESSABLE_ENTITY", 500: "REC_SERVER_ERROR", 503: "REC_SERVICE_UNAVAILABLE",
+    400: "REC_BAD_REQUEST",
+    401: "REC_UNAUTHORIZED",
+    403: "REC_FORBIDDEN",
+    404: "REC_NOT_FOUND",
+    409: "REC_CONFLICT",
+    422: "REC_UNPROCESSABLE_ENTITY",
+    500: "REC_SERVER_ERROR",
+    503: "REC_SERVICE_UNAVAILABLE",
 }
 
 Authorize = Callable[[JsonObject], None]
@@ -76,7 +85,9 @@ def _header(bundle: JsonObject) -> JsonObject | None:
     if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
         return None
     first = entries[0].get("resource")
-    return first if isinstance(first, dict) and first.get("resourceType") == "MessageHeader" else None
+    return (
+        first if isinstance(first, dict) and first.get("resourceType") == "MessageHeader" else None
+    )
 
 
 def _focus_resource(bundle: JsonObject, header: JsonObject) -> JsonObject | None:
@@ -94,23 +105,44 @@ def _focus_resource(bundle: JsonObject, header: JsonObject) -> JsonObject | None
     return None
 
 
-def _response(request: JsonObject, header: JsonObject, code: str, *, base_url: str, now: str,
-              focus: JsonObject | None, issues: list[Issue], status: int) -> JsonObject:
+def _response(
+    request: JsonObject,
+    header: JsonObject,
+    code: str,
+    *,
+    base_url: str,
+    now: str,
+    focus: JsonObject | None,
+    issues: list[Issue],
+    status: int,
+) -> JsonObject:
     """The response message: MessageHeader (response.code), the focus as stored, an OperationOutcome."""
     event = str((header.get("eventCoding") or {}).get("code", ""))
     message_id = str(header.get("id") or request.get("id") or "")
     response_header_id = deterministic_id("MessageHeader", message_id, "response")
-    oo = outcome_with_rec_codes(issues, status) if code != "ok" else operation_outcome(issues, id=str(uuid.uuid4()))
+    oo = (
+        outcome_with_rec_codes(issues, status)
+        if code != "ok"
+        else operation_outcome(issues, id=str(uuid.uuid4()))
+    )
     response_header: JsonObject = {
         "resourceType": "MessageHeader",
         "id": response_header_id,
-        "eventCoding": {"system": EVENTS_SYSTEM, "code": RESPONSE_EVENT.get(event, f"{event}-response")},
+        "eventCoding": {
+            "system": EVENTS_SYSTEM,
+            "code": RESPONSE_EVENT.get(event, f"{event}-response"),
+        },
         "destination": [{"endpoint": str((header.get("source") or {}).get("endpoint", "unknown"))}],
         "source": {"endpoint": base_url},
-        "response": {"identifier": str(request.get("id") or message_id), "code": code,
-                     "details": {"reference": f"urn:uuid:{oo['id']}"}},
+        "response": {
+            "identifier": str(request.get("id") or message_id),
+            "code": code,
+            "details": {"reference": f"urn:uuid:{oo['id']}"},
+        },
     }
-    entries: list[JsonObject] = [{"fullUrl": f"urn:uuid:{response_header_id}", "resource": response_header}]
+    entries: list[JsonObject] = [
+        {"fullUrl": f"urn:uuid:{response_header_id}", "resource": response_header}
+    ]
     if focus is not None:
         ref = f"{focus['resourceType']}/{focus['id']}"
         response_header["focus"] = [{"reference": ref}]
@@ -126,35 +158,84 @@ def _response(request: JsonObject, header: JsonObject, code: str, *, base_url: s
     }
 
 
-def process_message(inbound: Inbound, bundle: JsonObject, *, base_url: str, authorize: Authorize) -> MessageOutcome:
+def process_message(
+    inbound: Inbound, bundle: JsonObject, *, base_url: str, authorize: Authorize
+) -> MessageOutcome:
     """Maps, judges and stores one message; answers the response message BaRS expects."""
     if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "message":
-        return _bad(400, "invalid", "$process-message takes a Bundle of type message", "Bundle.type")
+        return _bad(
+            400, "invalid", "$process-message takes a Bundle of type message", "Bundle.type"
+        )
     header = _header(bundle)
     if header is None:
-        return _bad(400, "invalid", "The first entry of a message Bundle is its MessageHeader", "Bundle.entry[0]")
+        return _bad(
+            400,
+            "invalid",
+            "The first entry of a message Bundle is its MessageHeader",
+            "Bundle.entry[0]",
+        )
     if not (bundle.get("meta") or {}).get("versionId"):
-        return _bad(400, "invariant", "Bundle.meta.versionId must carry the application version (BaRS)",
-                    "Bundle.meta.versionId")
+        return _bad(
+            400,
+            "invariant",
+            "Bundle.meta.versionId must carry the application version (BaRS)",
+            "Bundle.meta.versionId",
+        )
     if not header.get("id"):
-        return _bad(400, "required", "MessageHeader.id identifies the message (re-sends are matched on it)",
-                    "Bundle.entry[0].resource.id")
+        return _bad(
+            400,
+            "required",
+            "MessageHeader.id identifies the message (re-sends are matched on it)",
+            "Bundle.entry[0].resource.id",
+        )
     now = inbound.pipeline.clock.now().isoformat()
     event = str((header.get("eventCoding") or {}).get("code", ""))
     spec = inbound.registry.for_event(event)
 
-    def answer(status: int, code: str, issues: list[Issue], focus: JsonObject | None = None) -> MessageOutcome:
-        body = _response(bundle, header, code, base_url=base_url, now=now, focus=focus, issues=issues,
-                         status=status)
-        return MessageOutcome(status, body, code, f"{focus['resourceType']}/{focus['id']}" if focus else None)
+    def answer(
+        status: int, code: str, issues: list[Issue], focus: JsonObject | None = None
+    ) -> MessageOutcome:
+        body = _response(
+            bundle,
+            header,
+            code,
+            base_url=base_url,
+            now=now,
+            focus=focus,
+            issues=issues,
+            status=status,
+        )
+        return MessageOutcome(
+            status, body, code, f"{focus['resourceType']}/{focus['id']}" if focus else None
+        )
 
     if spec is None:
-        return answer(422, "fatal-error", [Issue("error", "not-supported", f"Message event '{event}' is not "
-                                                 "supported here", expression="MessageHeader.eventCoding")])
+        return answer(
+            422,
+            "fatal-error",
+            [
+                Issue(
+                    "error",
+                    "not-supported",
+                    f"Message event '{event}' is not supported here",
+                    expression="MessageHeader.eventCoding",
+                )
+            ],
+        )
     source_focus = _focus_resource(bundle, header)
     if source_focus is None:
-        return answer(400, "fatal-error", [Issue("error", "invariant", "MessageHeader.focus must reference an "
-                                                 "entry of the message", expression="MessageHeader.focus")])
+        return answer(
+            400,
+            "fatal-error",
+            [
+                Issue(
+                    "error",
+                    "invariant",
+                    "MessageHeader.focus must reference an entry of the message",
+                    expression="MessageHeader.focus",
+                )
+            ],
+        )
     record = record_from_resource(bundle, f"message {header['id']}")
     result = inbound.map(spec, record)
     if any(i.is_blocking for i in result.issues):
@@ -163,19 +244,42 @@ def process_message(inbound: Inbound, bundle: JsonObject, *, base_url: str, auth
         authorize(transaction_bundle([m.resource for m in result.resources]))
         planned = plan(inbound.pipeline, result.resources)
         to_write, _ = planned
-        header_ref = next((m.reference for m in result.resources if m.resource["resourceType"] == "MessageHeader"),
-                          None)
-        if header_ref is not None and to_write and not any(
-                f"{r['resourceType']}/{r['id']}" == header_ref for r in to_write):
-            return answer(409, "fatal-error", [Issue(
-                "error", "duplicate", "This MessageHeader.id was already processed with different content; "
-                "send a new message id", expression="MessageHeader.id")])
+        header_ref = next(
+            (
+                m.reference
+                for m in result.resources
+                if m.resource["resourceType"] == "MessageHeader"
+            ),
+            None,
+        )
+        if (
+            header_ref is not None
+            and to_write
+            and not any(f"{r['resourceType']}/{r['id']}" == header_ref for r in to_write)
+        ):
+            return answer(
+                409,
+                "fatal-error",
+                [
+                    Issue(
+                        "error",
+                        "duplicate",
+                        "This MessageHeader.id was already processed with different content; "
+                        "send a new message id",
+                        expression="MessageHeader.id",
+                    )
+                ],
+            )
         outcome = submit(inbound.pipeline, result, planned)
     except AdapterError as exc:
         code = "transient-error" if exc.status in (502, 503, 504) else "fatal-error"
         return answer(exc.status, code, exc.issues)
     except sa_exc.OperationalError:
-        return answer(503, "transient-error", [Issue("error", "transient", "The store is unavailable; retry later")])
+        return answer(
+            503,
+            "transient-error",
+            [Issue("error", "transient", "The store is unavailable; retry later")],
+        )
     if outcome.status == "rejected":
         status = outcome.http_status if outcome.http_status >= 400 else 422
         return answer(status, "fatal-error", outcome.issues)
@@ -193,11 +297,15 @@ def _references_after_plan(inbound: Inbound, mapped: MappedResource) -> list[str
 
     system, value = mapped.match
     rt = str(mapped.resource["resourceType"])
-    found = find_one_or_none(inbound.pipeline.repo, rt, [SearchParam("identifier", (f"{system}|{value}",))])
+    found = find_one_or_none(
+        inbound.pipeline.repo, rt, [SearchParam("identifier", (f"{system}|{value}",))]
+    )
     return [f"{rt}/{found.id}"] if found is not None else []
 
 
-def _stored_focus(inbound: Inbound, resources: list[MappedResource], resource_type: str) -> JsonObject | None:
+def _stored_focus(
+    inbound: Inbound, resources: list[MappedResource], resource_type: str
+) -> JsonObject | None:
     for mapped in resources:
         if mapped.resource["resourceType"] == resource_type:
             ref = next((r for r in _references_after_plan(inbound, mapped)), mapped.reference)

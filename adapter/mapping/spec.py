@@ -132,9 +132,28 @@ def _pairs(raw: Any, path: str, where: str) -> tuple[tuple[str, str], ...]:
     return tuple((str(k), str(v)) for k, v in raw.items())
 
 
-_RULE_KEYS: Final = frozenset({"from", "to", "const", "ref", "setting", "transform", "map", "emit", "required",
-                               "on_unmapped", "foreach", "where", "rules", "aggregate", "template", "note",
-                               "when", "due"})
+_RULE_KEYS: Final = frozenset(
+    {
+        "from",
+        "to",
+        "const",
+        "ref",
+        "setting",
+        "transform",
+        "map",
+        "emit",
+        "required",
+        "on_unmapped",
+        "foreach",
+        "where",
+        "rules",
+        "aggregate",
+        "template",
+        "note",
+        "when",
+        "due",
+    }
+)
 
 
 def _rule(raw: Any, path: str, where: str) -> Rule:
@@ -154,8 +173,12 @@ def _rule(raw: Any, path: str, where: str) -> Rule:
     if not kinds and raw.get("rules"):
         kinds = ["block"]
     if len(kinds) != 1:
-        raise _fail(path, where, f"a rule has exactly one of from/const/ref/setting/foreach/aggregate/rules, "
-                                 f"got {kinds}")
+        raise _fail(
+            path,
+            where,
+            f"a rule has exactly one of from/const/ref/setting/foreach/aggregate/rules, "
+            f"got {kinds}",
+        )
     if raw.get("on_unmapped", "error") not in ("error", "warning", "keep"):
         raise _fail(path, where, "on_unmapped must be error, warning or keep")
     emit = raw.get("emit", "coding")
@@ -168,9 +191,15 @@ def _rule(raw: Any, path: str, where: str) -> Rule:
             raise _fail(path, where, "aggregate needs function mean|sum|count")
         try:
             aggregate = Aggregate(
-                function=a["function"], resource=str(a["resource"]), items=str(a["items"]),
-                key=str(a["key"]), value=str(a["value"]), keys=tuple(str(k) for k in a["keys"]),
-                minimum=a.get("minimum"), maximum=a.get("maximum"), require_all=bool(a.get("require_all", True)),
+                function=a["function"],
+                resource=str(a["resource"]),
+                items=str(a["items"]),
+                key=str(a["key"]),
+                value=str(a["value"]),
+                keys=tuple(str(k) for k in a["keys"]),
+                minimum=a.get("minimum"),
+                maximum=a.get("maximum"),
+                require_all=bool(a.get("require_all", True)),
             )
         except KeyError as exc:
             raise _fail(path, where, f"aggregate lacks {exc}") from exc
@@ -178,12 +207,24 @@ def _rule(raw: Any, path: str, where: str) -> Rule:
     if "foreach" in raw and not sub:
         raise _fail(path, where, "foreach needs rules")
     return Rule(
-        locator=where, to=to, source=raw.get("from"), const=raw.get("const"), ref=raw.get("ref"),
-        setting=raw.get("setting"), transform=raw.get("transform"), map=raw.get("map"), emit=emit,
-        required=bool(raw.get("required", False)), on_unmapped=raw.get("on_unmapped", "error"),
-        group=raw.get("foreach"), where=_pairs(raw.get("where"), path, where),
+        locator=where,
+        to=to,
+        source=raw.get("from"),
+        const=raw.get("const"),
+        ref=raw.get("ref"),
+        setting=raw.get("setting"),
+        transform=raw.get("transform"),
+        map=raw.get("map"),
+        emit=emit,
+        required=bool(raw.get("required", False)),
+        on_unmapped=raw.get("on_unmapped", "error"),
+        group=raw.get("foreach"),
+        where=_pairs(raw.get("where"), path, where),
         rules=tuple(_rule(r, path, f"{where}.rules[{i}]") for i, r in enumerate(sub)),
-        aggregate=aggregate, template=raw.get("template"), when=raw.get("when"), due=raw.get("due"),
+        aggregate=aggregate,
+        template=raw.get("template"),
+        when=raw.get("when"),
+        due=raw.get("due"),
     )
 
 
@@ -216,31 +257,52 @@ def parse_spec(data: Any, path: str) -> MappingSpec:
             match = Match(str(m["system"]), str(m["value"]))
         id_from = tuple(str(x) for x in (r.get("id") or ()))
         if not id_from and match is None:
-            raise ArtefactLoadError(path, f"{where}: needs 'id' (business identifier fields) or 'match'")
+            raise ArtefactLoadError(
+                path, f"{where}: needs 'id' (business identifier fields) or 'match'"
+            )
         order = None
         if "order" in r:
             o = r["order"]
             if not isinstance(o, dict) or not {"path", "key", "values"} <= set(o):
                 raise ArtefactLoadError(path, f"{where}.order: needs path, key and values")
             order = (str(o["path"]), str(o["key"]), tuple(str(v) for v in o["values"]))
-        resources.append(ResourceSpec(
-            name=name, type=str(r["type"]), id_from=id_from, match=match, when=r.get("when"),
-            foreach=r.get("foreach"), where=_pairs(r.get("where"), path, where), order=order,
-            rules=tuple(_rule(x, path, f"{name}.rules[{j}]") for j, x in enumerate(r.get("rules") or ())),
-        ))
+        resources.append(
+            ResourceSpec(
+                name=name,
+                type=str(r["type"]),
+                id_from=id_from,
+                match=match,
+                when=r.get("when"),
+                foreach=r.get("foreach"),
+                where=_pairs(r.get("where"), path, where),
+                order=order,
+                rules=tuple(
+                    _rule(x, path, f"{name}.rules[{j}]") for j, x in enumerate(r.get("rules") or ())
+                ),
+            )
+        )
     for res in resources:
         for rule in _walk(res.rules):
             if rule.ref is not None and rule.ref not in names:
-                raise ArtefactLoadError(path, f"{rule.locator}: ref to unknown resource '{rule.ref}'")
+                raise ArtefactLoadError(
+                    path, f"{rule.locator}: ref to unknown resource '{rule.ref}'"
+                )
             if rule.aggregate is not None and rule.aggregate.resource not in names:
                 raise ArtefactLoadError(path, f"{rule.locator}: aggregate over unknown resource")
     ignore = tuple((str(x["field"]), str(x.get("reason", ""))) for x in data.get("ignore") or ())
     messages = source.get("messages") or ([source["message"]] if "message" in source else [])
     return MappingSpec(
-        id=str(data["id"]), version=str(data["version"]), status=str(data["status"]),
-        title=str(data.get("title", data["id"])), source_kind=str(source["kind"]),
-        resources=tuple(resources), messages=tuple(str(m) for m in messages),
-        resource_type=source.get("resourceType"), event=source.get("event"), ignore=ignore, settings=dict(data.get("settings") or {}),
+        id=str(data["id"]),
+        version=str(data["version"]),
+        status=str(data["status"]),
+        title=str(data.get("title", data["id"])),
+        source_kind=str(source["kind"]),
+        resources=tuple(resources),
+        messages=tuple(str(m) for m in messages),
+        resource_type=source.get("resourceType"),
+        event=source.get("event"),
+        ignore=ignore,
+        settings=dict(data.get("settings") or {}),
         path=path,
     )
 

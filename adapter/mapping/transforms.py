@@ -59,7 +59,13 @@ _DATE_FORMATS: Final = ("%Y-%m-%d", "%d/%m/%Y", "%Y%m%d")
 
 
 def _date(value: str) -> Result:
-    text = value.strip()[:10] if "-" in value[:10] else value.strip()[:8] if value[:8].isdigit() else value.strip()
+    text = (
+        value.strip()[:10]
+        if "-" in value[:10]
+        else value.strip()[:8]
+        if value[:8].isdigit()
+        else value.strip()
+    )
     for fmt in _DATE_FORMATS:
         try:
             return datetime.strptime(text, fmt).date().isoformat(), None  # noqa: DTZ007 - a date only
@@ -68,7 +74,9 @@ def _date(value: str) -> Result:
     return None, "is not a date (YYYY-MM-DD, DD/MM/YYYY or YYYYMMDD)"
 
 
-_TS: Final = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(?:(\d{2}))?)?(?:\.\d+)?([+-]\d{4})?$")
+_TS: Final = re.compile(
+    r"^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(?:(\d{2}))?)?(?:\.\d+)?([+-]\d{4})?$"
+)
 
 
 def _datetime(value: str) -> Result:
@@ -80,8 +88,14 @@ def _datetime(value: str) -> Result:
         if hour is None:
             return f"{year}-{month}-{day}", None
         try:
-            naive = datetime(int(year), int(month), int(day), int(hour), int(minute),  # noqa: DTZ001
-                             int(second or 0))
+            naive = datetime(
+                int(year),
+                int(month),
+                int(day),
+                int(hour),
+                int(minute),  # noqa: DTZ001
+                int(second or 0),
+            )
         except ValueError:
             return None, "is not a valid date/time"
         if offset:
@@ -106,8 +120,16 @@ def _lower(value: str) -> Result:
 
 
 def _gender(value: str) -> Result:
-    codes = {"m": "male", "male": "male", "f": "female", "female": "female", "o": "other", "other": "other",
-             "u": "unknown", "unknown": "unknown"}
+    codes = {
+        "m": "male",
+        "male": "male",
+        "f": "female",
+        "female": "female",
+        "o": "other",
+        "other": "other",
+        "u": "unknown",
+        "unknown": "unknown",
+    }
     mapped = codes.get(value.strip().lower())
     return (mapped, None) if mapped else (None, "is not a recognised administrative gender")
 
@@ -119,7 +141,9 @@ def _reference_id(value: str) -> Result:
 
 def _xhtml(value: str) -> Result:
     """Free text as a FHIR narrative div (escaped; one paragraph per line)."""
-    paragraphs = "".join(f"<p>{html.escape(line.strip())}</p>" for line in value.splitlines() if line.strip())
+    paragraphs = "".join(
+        f"<p>{html.escape(line.strip())}</p>" for line in value.splitlines() if line.strip()
+    )
     return f'<div xmlns="http://www.w3.org/1999/xhtml">{paragraphs}</div>', None
 
 

@@ -67,7 +67,9 @@ def plan(pipeline: Pipeline, resources: list[MappedResource]) -> tuple[list[Json
             continue
         system, value = mapped.match
         rt = str(mapped.resource["resourceType"])
-        existing = find_one_or_none(pipeline.repo, rt, [SearchParam("identifier", (f"{system}|{value}",))])
+        existing = find_one_or_none(
+            pipeline.repo, rt, [SearchParam("identifier", (f"{system}|{value}",))]
+        )
         if existing is None:
             continue
         keep[i] = False
@@ -94,8 +96,11 @@ def transaction_bundle(resources: list[JsonObject]) -> JsonObject:
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r,
-             "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            {
+                "fullUrl": f"{r['resourceType']}/{r['id']}",
+                "resource": r,
+                "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+            }
             for r in resources
         ],
     }
@@ -117,13 +122,18 @@ def point_at_source(result: MappingResult, bundle: JsonObject, issues: list[Issu
         if source is None:
             out.append(replace(issue, expression=fhir_path))
         else:
-            detail = f"FHIR element {fhir_path}" + (f"; {issue.diagnostics}" if issue.diagnostics else "")
+            detail = f"FHIR element {fhir_path}" + (
+                f"; {issue.diagnostics}" if issue.diagnostics else ""
+            )
             out.append(replace(issue, expression=source, diagnostics=detail))
     return out
 
 
-def submit(pipeline: Pipeline, result: MappingResult,
-           planned: tuple[list[JsonObject], list[str]] | None = None) -> UnitOutcome:
+def submit(
+    pipeline: Pipeline,
+    result: MappingResult,
+    planned: tuple[list[JsonObject], list[str]] | None = None,
+) -> UnitOutcome:
     """Judges and writes the mapped resources as one unit; never raises for bad content.
 
     `planned` is a `plan(...)` the caller already made (e.g. to check a message id first)."""
@@ -136,11 +146,16 @@ def submit(pipeline: Pipeline, result: MappingResult,
     try:
         response = pipeline.transaction(bundle)
     except AdapterError as exc:
-        return UnitOutcome(result, "rejected", result.issues + point_at_source(result, bundle, exc.issues),
-                           http_status=exc.status)
+        return UnitOutcome(
+            result,
+            "rejected",
+            result.issues + point_at_source(result, bundle, exc.issues),
+            http_status=exc.status,
+        )
     written = [f"{r['resourceType']}/{r['id']}" for r in to_write]
-    return UnitOutcome(result, "stored", list(result.issues), written=written, unchanged=skipped,
-                       response=response)
+    return UnitOutcome(
+        result, "stored", list(result.issues), written=written, unchanged=skipped, response=response
+    )
 
 
 # -- many units in one commit (bulk ingest) --------------------------------------------------------
@@ -155,16 +170,31 @@ def conditional_bundle(resources: list[MappedResource]) -> JsonObject:
         r = mapped.resource
         if mapped.match is not None:
             system, value = mapped.match
-            entries.append({"fullUrl": mapped.reference, "resource": r,
-                            "request": {"method": "POST", "url": str(r["resourceType"]),
-                                        "ifNoneExist": f"identifier={system}|{value}"}})
+            entries.append(
+                {
+                    "fullUrl": mapped.reference,
+                    "resource": r,
+                    "request": {
+                        "method": "POST",
+                        "url": str(r["resourceType"]),
+                        "ifNoneExist": f"identifier={system}|{value}",
+                    },
+                }
+            )
         else:
-            entries.append({"fullUrl": mapped.reference, "resource": r,
-                            "request": {"method": "PUT", "url": mapped.reference}})
+            entries.append(
+                {
+                    "fullUrl": mapped.reference,
+                    "resource": r,
+                    "request": {"method": "PUT", "url": mapped.reference},
+                }
+            )
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-def _split_response(response: JsonObject, bundle: JsonObject, since: str) -> tuple[list[str], list[str]]:
+def _split_response(
+    response: JsonObject, bundle: JsonObject, since: str
+) -> tuple[list[str], list[str]]:
     """(written, unchanged) references from a transaction-response. A conditional create that
     matched answers 200 with no resource; a PUT that changed nothing answers 200 with the version
     stored before this batch (lastUpdated earlier than `since`)."""
@@ -200,11 +230,20 @@ def submit_batch(pipeline: Pipeline, results: list[MappingResult]) -> list[UnitO
     for i, bundle, reply in zip(sendable, bundles, replies, strict=True):
         result = results[i]
         if isinstance(reply, AdapterError):
-            outcomes[i] = UnitOutcome(result, "rejected",
-                                      result.issues + point_at_source(result, bundle, reply.issues),
-                                      http_status=reply.status)
+            outcomes[i] = UnitOutcome(
+                result,
+                "rejected",
+                result.issues + point_at_source(result, bundle, reply.issues),
+                http_status=reply.status,
+            )
             continue
         written, unchanged = _split_response(reply, bundle, since)
-        outcomes[i] = UnitOutcome(result, "stored" if written else "unchanged", list(result.issues),
-                                  written=written, unchanged=unchanged, response=reply)
+        outcomes[i] = UnitOutcome(
+            result,
+            "stored" if written else "unchanged",
+            list(result.issues),
+            written=written,
+            unchanged=unchanged,
+            response=reply,
+        )
     return [o for o in outcomes if o is not None]

@@ -25,8 +25,16 @@ def _decode(data: bytes, name: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SourceParseError([Issue("fatal", "structure", f"{name} is not UTF-8 text (byte {exc.start})",
-                                      expression=name)]) from exc
+        raise SourceParseError(
+            [
+                Issue(
+                    "fatal",
+                    "structure",
+                    f"{name} is not UTF-8 text (byte {exc.start})",
+                    expression=name,
+                )
+            ]
+        ) from exc
 
 
 def read_extract(data: bytes, name: str = "extract") -> Iterator[SourceRecord]:
@@ -45,8 +53,9 @@ def _read_csv(text: str, name: str) -> Iterator[SourceRecord]:
     except StopIteration:
         return
     except csv.Error as exc:
-        raise SourceParseError([Issue("fatal", "structure", f"header row: {exc}", expression=f"{name} line 1")]
-                               ) from exc
+        raise SourceParseError(
+            [Issue("fatal", "structure", f"header row: {exc}", expression=f"{name} line 1")]
+        ) from exc
     columns = [c.strip() for c in columns]
     line = 1
     while True:
@@ -56,20 +65,28 @@ def _read_csv(text: str, name: str) -> Iterator[SourceRecord]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield SourceRecord("csv", f"{name} line {start}", {}, raw="", header={ERROR_KEY: str(exc)})
+            yield SourceRecord(
+                "csv", f"{name} line {start}", {}, raw="", header={ERROR_KEY: str(exc)}
+            )
             continue
         line = start
         raw = _row_text(cells)
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(columns):
-            yield SourceRecord("csv", f"{name} line {line}", {}, raw=raw,
-                               header={ERROR_KEY: f"{len(cells)} cells for {len(columns)} columns"})
+            yield SourceRecord(
+                "csv",
+                f"{name} line {line}",
+                {},
+                raw=raw,
+                header={ERROR_KEY: f"{len(cells)} cells for {len(columns)} columns"},
+            )
             continue
         values = {col: cell.strip() for col, cell in zip(columns, cells, strict=True)}
         positions = {col: f"{name} line {line} column {col}" for col in columns}
-        yield SourceRecord("csv", f"{name} line {line}", values, positions, raw=raw,
-                           group_finder=prefix_groups)
+        yield SourceRecord(
+            "csv", f"{name} line {line}", values, positions, raw=raw, group_finder=prefix_groups
+        )
 
 
 def _row_text(cells: list[str]) -> str:
@@ -83,14 +100,26 @@ def _read_json(text: str, name: str) -> Iterator[SourceRecord]:
     try:
         rows = jsonio.loads(text)
     except ValueError as exc:
-        raise SourceParseError([Issue("fatal", "structure", f"not JSON: {exc}", expression=name)]) from exc
+        raise SourceParseError(
+            [Issue("fatal", "structure", f"not JSON: {exc}", expression=name)]
+        ) from exc
     if not isinstance(rows, list):
-        raise SourceParseError([Issue("fatal", "structure", "a JSON extract is an array of rows", expression=name)])
+        raise SourceParseError(
+            [Issue("fatal", "structure", "a JSON extract is an array of rows", expression=name)]
+        )
     for i, row in enumerate(rows):
         locator = f"{name} row {i}"
         if not isinstance(row, dict):
-            yield SourceRecord("json", locator, {}, raw=jsonio.dumps([row]), header={ERROR_KEY: "row is not an object"})
+            yield SourceRecord(
+                "json",
+                locator,
+                {},
+                raw=jsonio.dumps([row]),
+                header={ERROR_KEY: "row is not an object"},
+            )
             continue
         values = flatten(row)
         positions = {k: f"{locator} {k}" for k in values}
-        yield SourceRecord("json", locator, values, positions, raw=jsonio.dumps(row), group_finder=prefix_groups)
+        yield SourceRecord(
+            "json", locator, values, positions, raw=jsonio.dumps(row), group_finder=prefix_groups
+        )

@@ -41,5 +41,12 @@ def record_from_resource(resource: JsonObject, locator: str | None = None) -> So
     values = flatten(resource)
     values.pop("resourceType", None)
     positions = {k: f"{rt}.{k}" for k in values}
-    return SourceRecord("fhir", where, values, positions, raw=jsonio.dumps(resource),
-                        header={"resourceType": rt}, group_finder=prefix_groups)
+    return SourceRecord(
+        "fhir",
+        where,
+        values,
+        positions,
+        raw=jsonio.dumps(resource),
+        header={"resourceType": rt},
+        group_finder=prefix_groups,
+    )

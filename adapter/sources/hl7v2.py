@@ -55,13 +55,22 @@ def parse_message(text: str | bytes) -> SourceRecord:
     raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
     raw = _normalise(raw)
     if not raw.startswith("MSH"):
-        raise SourceParseError([Issue("fatal", "structure", "An HL7 v2 message starts with an MSH segment",
-                                      expression="MSH")])
+        raise SourceParseError(
+            [
+                Issue(
+                    "fatal",
+                    "structure",
+                    "An HL7 v2 message starts with an MSH segment",
+                    expression="MSH",
+                )
+            ]
+        )
     try:
         message = hl7.parse(raw)
     except (hl7.ParseException, ValueError, IndexError) as exc:
-        raise SourceParseError([Issue("fatal", "structure", f"Unparseable HL7 v2: {exc}", expression="MSH")]
-                               ) from exc
+        raise SourceParseError(
+            [Issue("fatal", "structure", f"Unparseable HL7 v2: {exc}", expression="MSH")]
+        ) from exc
     values: dict[str, str] = {}
     positions: dict[str, str] = {}
     aliases: dict[str, str] = {}
@@ -69,8 +78,16 @@ def parse_message(text: str | bytes) -> SourceRecord:
     for seg_no, segment in enumerate(message, start=1):
         seg_id = str(segment[0])
         if not _SEGMENT_ID.match(seg_id):
-            raise SourceParseError([Issue("fatal", "structure", f"Segment {seg_no} has no valid segment id",
-                                          expression=f"segment {seg_no}")])
+            raise SourceParseError(
+                [
+                    Issue(
+                        "fatal",
+                        "structure",
+                        f"Segment {seg_no} has no valid segment id",
+                        expression=f"segment {seg_no}",
+                    )
+                ]
+            )
         counts[seg_id] = counts.get(seg_id, 0) + 1
         k = counts[seg_id]
         prefix = seg_id if k == 1 else f"{seg_id}[{k}]"
@@ -78,8 +95,11 @@ def parse_message(text: str | bytes) -> SourceRecord:
         for n in range(first_field, len(segment)):
             field = segment[n]
             where = f"segment {seg_no} ({seg_id}) field {n}"
-            reps = list(field) if isinstance(field, hl7.Field) and field and isinstance(field[0], list) \
+            reps = (
+                list(field)
+                if isinstance(field, hl7.Field) and field and isinstance(field[0], list)
                 else [field]
+            )
             for r, rep in enumerate(reps, start=1):
                 base = f"{prefix}-{n}" if r == 1 else f"{prefix}-{n}[{r}]"
                 comps = list(rep) if isinstance(rep, list) and len(rep) > 1 else None
@@ -97,7 +117,9 @@ def parse_message(text: str | bytes) -> SourceRecord:
                         values[key] = value
                         positions[key] = f"{where} component {c}"
     if seg_id_missing := [s for s in ("MSH",) if s not in counts]:
-        raise SourceParseError([Issue("fatal", "structure", "No MSH segment", expression=seg_id_missing[0])])
+        raise SourceParseError(
+            [Issue("fatal", "structure", "No MSH segment", expression=seg_id_missing[0])]
+        )
     msg_type = values.get("MSH-9.1", values.get("MSH-9", ""))
     header = {
         "message_type": msg_type,
@@ -109,13 +131,22 @@ def parse_message(text: str | bytes) -> SourceRecord:
         "receiving_application": values.get("MSH-5", values.get("MSH-5.1", "")),
         "receiving_facility": values.get("MSH-6", values.get("MSH-6.1", "")),
     }
-    record = SourceRecord("hl7v2", f"MSH-10={header['control_id'] or '?'}", values, positions, raw=raw,
-                          header=header, group_finder=_groups)
+    record = SourceRecord(
+        "hl7v2",
+        f"MSH-10={header['control_id'] or '?'}",
+        values,
+        positions,
+        raw=raw,
+        header=header,
+        group_finder=_groups,
+    )
     record.aliases = aliases
     return record
 
 
-_KEY: Final = re.compile(r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<occ>\d+)\])?-(?P<field>\d+)(?P<rest>.*)$")
+_KEY: Final = re.compile(
+    r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<occ>\d+)\])?-(?P<field>\d+)(?P<rest>.*)$"
+)
 
 
 def _groups(record: SourceRecord, name: str) -> list[GroupInstance]:
@@ -131,7 +162,9 @@ def _groups(record: SourceRecord, name: str) -> list[GroupInstance]:
         for alias, real in record.aliases.items():
             m = _KEY.match(alias)
             if m is not None and m["seg"] == name:
-                instances.setdefault(int(m["occ"] or 1), {})[f"{name}-{m['field']}{m['rest']}"] = real
+                instances.setdefault(int(m["occ"] or 1), {})[f"{name}-{m['field']}{m['rest']}"] = (
+                    real
+                )
         return [GroupInstance(i - 1, keys) for i, keys in sorted(instances.items())]
     rep_pattern = re.compile(re.escape(name) + r"(?:\[(?P<rep>\d+)\])?(?:\.(?P<comp>\d+))?$")
     for key in list(record.values) + list(record.aliases):
@@ -150,8 +183,15 @@ _ERR_SEVERITY: Final = {"fatal": "E", "error": "E", "warning": "W", "information
 
 
 def _escape(text: str) -> str:
-    return (text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
-            .replace("&", "\\T\\").replace("~", "\\R\\").replace("\r", " ").replace("\n", " "))
+    return (
+        text.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("&", "\\T\\")
+        .replace("~", "\\R\\")
+        .replace("\r", " ")
+        .replace("\n", " ")
+    )
 
 
 def _location(expression: str | None) -> str:
@@ -165,8 +205,14 @@ def _location(expression: str | None) -> str:
     return f"{m['seg']}^{m['occ'] or 1}^{m['field']}^^{comp}".rstrip("^")
 
 
-def build_ack(header: dict[str, str], code: AckCode, issues: Iterable[Issue], *, now: datetime,
-              control_id: str) -> str:
+def build_ack(
+    header: dict[str, str],
+    code: AckCode,
+    issues: Iterable[Issue],
+    *,
+    now: datetime,
+    control_id: str,
+) -> str:
     """An ACK (MSH, MSA, one ERR per issue that is not information) as `\\r`-separated text.
 
     ERR-2 names the field (`PID^1^3`), ERR-3 carries HL7 table 0357 code 207 (application error) or
@@ -174,22 +220,49 @@ def build_ack(header: dict[str, str], code: AckCode, issues: Iterable[Issue], *,
     """
     stamp = now.strftime("%Y%m%d%H%M%S%z")
     trigger = header.get("trigger", "")
-    msh = "|".join([
-        "MSH", "^~\\&", header.get("receiving_application") or "CMH-ADAPTER",
-        header.get("receiving_facility", ""), header.get("sending_application", ""),
-        header.get("sending_facility", ""), stamp, "", f"ACK^{trigger}^ACK" if trigger else "ACK",
-        control_id, "P", header.get("version") or "2.5.1",
-    ])
+    msh = "|".join(
+        [
+            "MSH",
+            "^~\\&",
+            header.get("receiving_application") or "CMH-ADAPTER",
+            header.get("receiving_facility", ""),
+            header.get("sending_application", ""),
+            header.get("sending_facility", ""),
+            stamp,
+            "",
+            f"ACK^{trigger}^ACK" if trigger else "ACK",
+            control_id,
+            "P",
+            header.get("version") or "2.5.1",
+        ]
+    )
     first_text = ""
     errs: list[str] = []
     for issue in issues:
         if issue.severity == "information":
             continue
         first_text = first_text or issue.text
-        hl7_code = "101^Required field missing^HL70357" if issue.code == "required" \
+        hl7_code = (
+            "101^Required field missing^HL70357"
+            if issue.code == "required"
             else "207^Application internal error^HL70357"
-        errs.append("|".join(["ERR", "", _location(issue.expression), hl7_code,
-                              _ERR_SEVERITY[issue.severity], "", "", "",
-                              _escape(f"{issue.expression or ''}: {issue.text}".lstrip(": "))]))
-    msa = "|".join(["MSA", code, header.get("control_id", ""), _escape(first_text)[:80]]).rstrip("|")
+        )
+        errs.append(
+            "|".join(
+                [
+                    "ERR",
+                    "",
+                    _location(issue.expression),
+                    hl7_code,
+                    _ERR_SEVERITY[issue.severity],
+                    "",
+                    "",
+                    "",
+                    _escape(f"{issue.expression or ''}: {issue.text}".lstrip(": ")),
+                ]
+            )
+        )
+    msa = "|".join(["MSA", code, header.get("control_id", ""), _escape(first_text)[:80]]).rstrip(
+        "|"
+    )
     return "\r".join([msh, msa, *errs])

@@ -69,10 +69,10 @@ def prefix_groups(record: SourceRecord, name: str) -> list[GroupInstance]:
         if not key.startswith(opener):
             continue
         close = key.find("]", len(opener))
-        index_text = key[len(opener):close]
+        index_text = key[len(opener) : close]
         if close < 0 or not index_text.isdigit():
             continue
-        rest = key[close + 1:]
+        rest = key[close + 1 :]
         local = rest[1:] if rest.startswith(".") else rest
         instances.setdefault(int(index_text), {})[local or "."] = key
     return [GroupInstance(i, keys) for i, keys in sorted(instances.items())]

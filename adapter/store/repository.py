@@ -68,7 +68,14 @@ class HistoryPage:
 
 
 #: The search parameters every store must support (issue #2); more are added per resource type.
-COMMON_SEARCH_PARAMS: tuple[str, ...] = ("_id", "_lastUpdated", "identifier", "patient", "subject", "status")
+COMMON_SEARCH_PARAMS: tuple[str, ...] = (
+    "_id",
+    "_lastUpdated",
+    "identifier",
+    "patient",
+    "subject",
+    "status",
+)
 
 
 class Repository(Protocol):
@@ -90,7 +97,9 @@ class Repository(Protocol):
         """Update (or create with a client id). Returns (stored, created). Stale if_match -> 412."""
         ...
 
-    def delete(self, resource_type: str, id: str, *, if_match: int | None = None) -> StoredResource | None: ...
+    def delete(
+        self, resource_type: str, id: str, *, if_match: int | None = None
+    ) -> StoredResource | None: ...
 
     def search(self, resource_type: str, query: SearchQuery) -> SearchPage: ...
 
@@ -105,12 +114,20 @@ class Repository(Protocol):
     def supported_search_params(self, resource_type: str) -> Sequence[str]: ...
 
 
-def find_one_or_none(repo: Repository, resource_type: str, params: Sequence[SearchParam]) -> StoredResource | None:
+def find_one_or_none(
+    repo: Repository, resource_type: str, params: Sequence[SearchParam]
+) -> StoredResource | None:
     """Conditional match: None for no match, the match for one, 412 for several (R4 http.html)."""
     page = repo.search(resource_type, SearchQuery(params=tuple(params), count=2, total=False))
     if len(page.resources) > 1:
         raise PreconditionFailed(
-            [Issue("error", "multiple-matches", f"Conditional criteria match more than one {resource_type}")]
+            [
+                Issue(
+                    "error",
+                    "multiple-matches",
+                    f"Conditional criteria match more than one {resource_type}",
+                )
+            ]
         )
     return page.resources[0] if page.resources else None
 
@@ -125,12 +142,16 @@ def conditional_create(
     return repo.create(resource), True
 
 
-def iter_pages(repo: Repository, resource_type: str, query: SearchQuery) -> Iterator[StoredResource]:
+def iter_pages(
+    repo: Repository, resource_type: str, query: SearchQuery
+) -> Iterator[StoredResource]:
     offset = query.offset
     while True:
         page = repo.search(
             resource_type,
-            SearchQuery(params=query.params, count=query.count, offset=offset, total=False, sort=query.sort),
+            SearchQuery(
+                params=query.params, count=query.count, offset=offset, total=False, sort=query.sort
+            ),
         )
         yield from page.resources
         if not page.has_next:

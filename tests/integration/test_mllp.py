@@ -37,10 +37,18 @@ def _exchange(port: int, message: bytes) -> str:
 @pytest.fixture
 def listener(tmp_path):
     port = _free_port()
-    env = {**os.environ, "ADAPTER_DATABASE_URL": f"sqlite:///{tmp_path / 'mllp.sqlite3'}",
-           "ADAPTER_AUTO_MIGRATE": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "adapter.cli", "mllp", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "ADAPTER_DATABASE_URL": f"sqlite:///{tmp_path / 'mllp.sqlite3'}",
+        "ADAPTER_AUTO_MIGRATE": "true",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adapter.cli", "mllp", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -78,9 +78,15 @@ def process_message_endpoint(
     lookup = lookup_for(request)
     inbound = _inbound(request, services)
     try:
-        with audited(request, grant, "operation", "ServiceRequest", operation="$process-message") as note:
-            outcome = process_message(inbound, body, base_url=base,
-                                      authorize=lambda bundle: authorize_bundle(grant, bundle, lookup))
+        with audited(
+            request, grant, "operation", "ServiceRequest", operation="$process-message"
+        ) as note:
+            outcome = process_message(
+                inbound,
+                body,
+                base_url=base,
+                authorize=lambda bundle: authorize_bundle(grant, bundle, lookup),
+            )
             if outcome.focus:
                 note.resource_id = outcome.focus.split("/", 1)[1]
             if outcome.status >= 400:
@@ -91,15 +97,28 @@ def process_message_endpoint(
 
 
 def _unchanged_response(references: list[str]) -> JsonObject:
-    return {"resourceType": "Bundle", "type": "transaction-response",
-            "entry": [{"response": {"status": "200 OK", "location": ref,
-                                    "outcome": operation_outcome([Issue("information", "informational",
-                                                                        "Already stored; unchanged")])}}
-                      for ref in references]}
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction-response",
+        "entry": [
+            {
+                "response": {
+                    "status": "200 OK",
+                    "location": ref,
+                    "outcome": operation_outcome(
+                        [Issue("information", "informational", "Already stored; unchanged")]
+                    ),
+                }
+            }
+            for ref in references
+        ],
+    }
 
 
 @router.post("/$convert-ers")
-def convert_ers(request: Request, body: BodyDep, grant: GrantDep, services: ServicesDep) -> FhirResponse:
+def convert_ers(
+    request: Request, body: BodyDep, grant: GrantDep, services: ServicesDep
+) -> FhirResponse:
     """An e-RS STU3 ReferralRequest (A005 shape) -> R4 ServiceRequest (+ Patient, DocumentReferences),
     stored; answers the transaction-response Bundle (or, for a re-send, the unchanged entries)."""
     require(grant, "create", "ServiceRequest")
@@ -107,8 +126,16 @@ def convert_ers(request: Request, body: BodyDep, grant: GrantDep, services: Serv
     resource_type = str(body.get("resourceType"))
     spec = inbound.registry.for_resource(resource_type)
     if spec is None:
-        raise InputError([Issue("error", "not-supported", f"No mapping converts a {resource_type}",
-                                expression="resourceType")])
+        raise InputError(
+            [
+                Issue(
+                    "error",
+                    "not-supported",
+                    f"No mapping converts a {resource_type}",
+                    expression="resourceType",
+                )
+            ]
+        )
     lookup = lookup_for(request)
     with audited(request, grant, "operation", "ServiceRequest", operation="$convert-ers"):
         result = inbound.map(spec, record_from_resource(body))
@@ -116,7 +143,14 @@ def convert_ers(request: Request, body: BodyDep, grant: GrantDep, services: Serv
         outcome = submit(inbound.pipeline, result)
         if outcome.status == "rejected":
             status = outcome.http_status if outcome.http_status >= 400 else 422
-            return FhirResponse(outcome_with_rec_codes(outcome.issues, status), status_code=status,
-                                headers=_echo(request))
-        payload = outcome.response if outcome.response is not None else _unchanged_response(outcome.unchanged)
+            return FhirResponse(
+                outcome_with_rec_codes(outcome.issues, status),
+                status_code=status,
+                headers=_echo(request),
+            )
+        payload = (
+            outcome.response
+            if outcome.response is not None
+            else _unchanged_response(outcome.unchanged)
+        )
         return FhirResponse(payload, status_code=200, headers=_echo(request))

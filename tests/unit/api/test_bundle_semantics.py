@@ -21,8 +21,14 @@ def test_conditional_update_creates_then_updates_the_same_patient(client):
     url = f"Patient?identifier={NHS}|9990000034"
     first = client.post(
         "/fhir",
-        content=json.dumps(_tx({"resource": _patient("9990000034", gender="female"),
-                                "request": {"method": "PUT", "url": url}})),
+        content=json.dumps(
+            _tx(
+                {
+                    "resource": _patient("9990000034", gender="female"),
+                    "request": {"method": "PUT", "url": url},
+                }
+            )
+        ),
         headers=FHIR_JSON,
     )
     assert first.status_code == 200, first.text
@@ -30,8 +36,14 @@ def test_conditional_update_creates_then_updates_the_same_patient(client):
     pid = first.json()["entry"][0]["response"]["location"].split("/")[1]
     second = client.post(
         "/fhir",
-        content=json.dumps(_tx({"resource": _patient("9990000034", gender="male"),
-                                "request": {"method": "PUT", "url": url}})),
+        content=json.dumps(
+            _tx(
+                {
+                    "resource": _patient("9990000034", gender="male"),
+                    "request": {"method": "PUT", "url": url},
+                }
+            )
+        ),
         headers=FHIR_JSON,
     )
     assert second.status_code == 200, second.text
@@ -43,14 +55,23 @@ def test_conditional_update_creates_then_updates_the_same_patient(client):
 
 def test_conditional_update_matching_two_is_412_and_writes_nothing(client, services):
     for _ in range(2):
-        assert client.post("/fhir/Patient", content=json.dumps(_patient("9990000042")),
-                           headers=FHIR_JSON).status_code == 201
+        assert (
+            client.post(
+                "/fhir/Patient", content=json.dumps(_patient("9990000042")), headers=FHIR_JSON
+            ).status_code
+            == 201
+        )
     before = services.repo.count()
     r = client.post(
         "/fhir",
-        content=json.dumps(_tx({"resource": _patient("9990000042", gender="male"),
-                                "request": {"method": "PUT",
-                                            "url": f"Patient?identifier={NHS}|9990000042"}})),
+        content=json.dumps(
+            _tx(
+                {
+                    "resource": _patient("9990000042", gender="male"),
+                    "request": {"method": "PUT", "url": f"Patient?identifier={NHS}|9990000042"},
+                }
+            )
+        ),
         headers=FHIR_JSON,
     )
     assert r.status_code == 412
@@ -59,10 +80,12 @@ def test_conditional_update_matching_two_is_412_and_writes_nothing(client, servi
 
 
 def test_identical_update_adds_no_version(client):
-    created = client.post("/fhir/Patient", content=json.dumps(_patient("9990000050")),
-                          headers=FHIR_JSON).json()
-    same = client.put(f"/fhir/Patient/{created['id']}", content=json.dumps(created),
-                      headers=FHIR_JSON)
+    created = client.post(
+        "/fhir/Patient", content=json.dumps(_patient("9990000050")), headers=FHIR_JSON
+    ).json()
+    same = client.put(
+        f"/fhir/Patient/{created['id']}", content=json.dumps(created), headers=FHIR_JSON
+    )
     assert same.status_code == 200
     assert same.headers["etag"] == 'W/"1"'
     hist = client.get(f"/fhir/Patient/{created['id']}/_history").json()
@@ -70,27 +93,48 @@ def test_identical_update_adds_no_version(client):
 
 
 def test_identical_update_with_stale_if_match_is_still_412(client):
-    created = client.post("/fhir/Patient", content=json.dumps(_patient("9990000069")),
-                          headers=FHIR_JSON).json()
+    created = client.post(
+        "/fhir/Patient", content=json.dumps(_patient("9990000069")), headers=FHIR_JSON
+    ).json()
     changed = {**created, "gender": "other"}
-    assert client.put(f"/fhir/Patient/{created['id']}", content=json.dumps(changed),
-                      headers=FHIR_JSON).status_code == 200
-    stale = client.put(f"/fhir/Patient/{created['id']}", content=json.dumps(changed),
-                       headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert (
+        client.put(
+            f"/fhir/Patient/{created['id']}", content=json.dumps(changed), headers=FHIR_JSON
+        ).status_code
+        == 200
+    )
+    stale = client.put(
+        f"/fhir/Patient/{created['id']}",
+        content=json.dumps(changed),
+        headers={**FHIR_JSON, "If-Match": 'W/"1"'},
+    )
     assert stale.status_code == 412
 
 
 def test_urn_uuid_reference_to_conditionally_matched_patient_points_at_existing(client):
-    first = client.post("/fhir/Patient", content=json.dumps(_patient("9990000077")),
-                        headers=FHIR_JSON).json()
+    first = client.post(
+        "/fhir/Patient", content=json.dumps(_patient("9990000077")), headers=FHIR_JSON
+    ).json()
     urn = "urn:uuid:4b0ff5b2-8c6b-4d8e-9a53-4f1e8b8f6a01"
     bundle = _tx(
-        {"fullUrl": urn, "resource": _patient("9990000077"),
-         "request": {"method": "POST", "url": "Patient",
-                     "ifNoneExist": f"identifier={NHS}|9990000077"}},
-        {"resource": {"resourceType": "Flag", "status": "active", "code": {"text": "Risk alert"},
-                      "subject": {"reference": urn}},
-         "request": {"method": "POST", "url": "Flag"}},
+        {
+            "fullUrl": urn,
+            "resource": _patient("9990000077"),
+            "request": {
+                "method": "POST",
+                "url": "Patient",
+                "ifNoneExist": f"identifier={NHS}|9990000077",
+            },
+        },
+        {
+            "resource": {
+                "resourceType": "Flag",
+                "status": "active",
+                "code": {"text": "Risk alert"},
+                "subject": {"reference": urn},
+            },
+            "request": {"method": "POST", "url": "Flag"},
+        },
     )
     r = client.post("/fhir", content=json.dumps(bundle), headers=FHIR_JSON)
     assert r.status_code == 200, r.text

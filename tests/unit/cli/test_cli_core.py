@@ -40,7 +40,11 @@ def test_validate_valid_referral_exits_zero():
 def test_validate_invalid_referral_exits_one_and_names_the_field():
     result = runner.invoke(
         app,
-        ["validate", str(FIXTURES / "valid-routine-referral.json"), str(FIXTURES / "invalid-nhs-number.json")],
+        [
+            "validate",
+            str(FIXTURES / "valid-routine-referral.json"),
+            str(FIXTURES / "invalid-nhs-number.json"),
+        ],
     )
     assert result.exit_code == 1
     ok, bad = _outcomes(result.stdout)

@@ -44,8 +44,11 @@ def run_case(case: Path) -> MappingResult:
 def snapshot(result: MappingResult) -> dict[str, Any]:
     return {
         "resources": [_strip(m.resource) for m in result.resources],
-        "issues": [{"severity": i.severity, "code": i.code, "expression": i.expression}
-                   for i in result.issues if i.severity != "information"],
+        "issues": [
+            {"severity": i.severity, "code": i.code, "expression": i.expression}
+            for i in result.issues
+            if i.severity != "information"
+        ],
         "unmapped": sorted(result.unmapped),
         "ignored": sorted(result.ignored),
     }

@@ -39,17 +39,22 @@ def test_golden_case_invariants(case: Path):
         assert _empty_paths(m.resource) == [], f"no empty elements in {m.reference}"
         contained = {f"#{c['id']}" for c in m.resource.get("contained", [])}
         for _, ref in iter_references(m.resource, m.resource["resourceType"]):
-            if "reference" not in ref:  # a logical reference (identifier), e.g. the linked RiskAssessment
+            if (
+                "reference" not in ref
+            ):  # a logical reference (identifier), e.g. the linked RiskAssessment
                 continue
-            assert ref["reference"] in refs or ref["reference"] in contained, \
+            assert ref["reference"] in refs or ref["reference"] in contained, (
                 f"{m.reference} -> {ref['reference']} resolves in the output (or is contained)"
+            )
         assert json.loads(json.dumps(m.resource)) == m.resource
     record = record_for(case)
     reported = result.used | set(result.unmapped) | set(result.ignored)
     if not any(i.is_blocking for i in result.issues):
         assert set(record.non_empty_keys()) <= reported, "every source field is used or reported"
     unmapped_issues = {i.expression for i in result.issues if i.severity == "information"}
-    assert set(result.unmapped) | set(result.ignored) <= unmapped_issues, "each one as an information issue"
+    assert set(result.unmapped) | set(result.ignored) <= unmapped_issues, (
+        "each one as an information issue"
+    )
 
 
 def test_every_mapping_has_a_golden_case():

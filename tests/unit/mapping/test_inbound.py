@@ -32,8 +32,11 @@ def _score(services, code: str) -> float:
     from adapter.store.repository import SearchQuery
 
     page = services.repo.search("Observation", SearchQuery(count=50))
-    values = [r.resource["valueQuantity"]["value"] for r in page.resources
-              if r.resource["code"]["coding"][0]["code"] == code]
+    values = [
+        r.resource["valueQuantity"]["value"]
+        for r in page.resources
+        if r.resource["code"]["coding"][0]["code"] == code
+    ]
     assert len(values) == 1
     return values[0]
 
@@ -90,9 +93,20 @@ def test_dialog_scores_are_exact_whatever_the_obx_order(services, inbound):
     # items 1-8: 5,3,2,6,4,7,5,6 -> 38/8; items 9-11: 4,5,6 -> 15/3
     assert _score(services, "subjective-quality-of-life") == 4.75
     assert _score(services, "treatment-satisfaction") == 5
-    qr = services.repo.search("QuestionnaireResponse", __import__(
-        "adapter.store.repository", fromlist=["SearchQuery"]).SearchQuery()).resources[0].resource
-    assert [i["linkId"] for i in qr["item"]][:4] == ["dialog-1", "dialog-1-help", "dialog-2", "dialog-2-help"]
+    qr = (
+        services.repo.search(
+            "QuestionnaireResponse",
+            __import__("adapter.store.repository", fromlist=["SearchQuery"]).SearchQuery(),
+        )
+        .resources[0]
+        .resource
+    )
+    assert [i["linkId"] for i in qr["item"]][:4] == [
+        "dialog-1",
+        "dialog-1-help",
+        "dialog-2",
+        "dialog-2-help",
+    ]
 
 
 def test_dialog_csv_scores_do_not_depend_on_column_order(services, inbound):

@@ -38,8 +38,9 @@ def client(app) -> Iterator[TestClient]:
 
 
 def _post(client: TestClient, body: dict, path: str = "/fhir/$process-message", **headers: str):
-    return client.post(path, content=json.dumps(body),
-                       headers={"content-type": "application/fhir+json", **headers})
+    return client.post(
+        path, content=json.dumps(body), headers={"content-type": "application/fhir+json", **headers}
+    )
 
 
 def _header(response_bundle: dict) -> dict:
@@ -60,16 +61,23 @@ def test_message_is_stored_and_answered_ok_with_the_servicerequest(client, servi
     assert body["type"] == "message"
     header = _header(body)
     assert header["eventCoding"]["code"] == "servicerequest-response"
-    assert header["response"] == {"identifier": message["id"], "code": "ok",
-                                  "details": header["response"]["details"]}
+    assert header["response"] == {
+        "identifier": message["id"],
+        "code": "ok",
+        "details": header["response"]["details"],
+    }
     focus = body["entry"][1]["resource"]
     assert focus["resourceType"] == "ServiceRequest"
     assert header["focus"] == [{"reference": f"ServiceRequest/{focus['id']}"}]
-    assert {"system": "https://fhir.nhs.uk/Id/ubr-number", "value": "000000070002"} in focus["identifier"]
+    assert {"system": "https://fhir.nhs.uk/Id/ubr-number", "value": "000000070002"} in focus[
+        "identifier"
+    ]
     patient = services.repo.read("Patient", focus["subject"]["reference"].split("/")[1]).resource
     status = patient["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0]
     assert (status["system"], status["code"]) == (
-        "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland", "01")
+        "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland",
+        "01",
+    )
 
 
 def test_resending_the_same_message_duplicates_nothing_and_answers_the_same(client, services):
@@ -96,8 +104,10 @@ def test_reusing_a_message_id_for_different_content_is_409_duplicate(client, ser
     assert header["response"]["code"] == "fatal-error"
     oo = r.json()["entry"][-1]["resource"]
     assert oo["issue"][0]["code"] == "duplicate"
-    assert {"system": "https://fhir.nhs.uk/CodeSystem/http-error-codes", "code": "REC_CONFLICT"} in \
-        oo["issue"][0]["details"]["coding"]
+    assert {
+        "system": "https://fhir.nhs.uk/CodeSystem/http-error-codes",
+        "code": "REC_CONFLICT",
+    } in oo["issue"][0]["details"]["coding"]
     assert _counts(services) == counts
 
 
@@ -115,12 +125,23 @@ def test_bad_nhs_number_is_fatal_error_naming_the_source_field(client, services)
     assert services.repo.count() == 0
 
 
-@pytest.mark.parametrize(("mutate", "status", "code"), [
-    (lambda m: m.update(type="transaction"), 400, "invalid"),
-    (lambda m: m["meta"].pop("versionId"), 400, "invariant"),
-    (lambda m: m["entry"][0]["resource"]["eventCoding"].update(code="booking-request"), 422, "not-supported"),
-    (lambda m: m["entry"][0]["resource"].update(focus=[{"reference": "urn:uuid:nowhere"}]), 400, "invariant"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "status", "code"),
+    [
+        (lambda m: m.update(type="transaction"), 400, "invalid"),
+        (lambda m: m["meta"].pop("versionId"), 400, "invariant"),
+        (
+            lambda m: m["entry"][0]["resource"]["eventCoding"].update(code="booking-request"),
+            422,
+            "not-supported",
+        ),
+        (
+            lambda m: m["entry"][0]["resource"].update(focus=[{"reference": "urn:uuid:nowhere"}]),
+            400,
+            "invariant",
+        ),
+    ],
+)
 def test_malformed_messages_get_bars_status_codes(client, services, mutate, status, code):
     message = json.loads(MESSAGE.read_text())
     mutate(message)
@@ -134,12 +155,15 @@ def test_malformed_messages_get_bars_status_codes(client, services, mutate, stat
 
 def test_scopes_are_enforced_per_mapped_resource(app, client, services):
     app.dependency_overrides[current_grant] = lambda: SmartGrant.from_scope_string(
-        "system/ServiceRequest.cu system/MessageHeader.cu")
+        "system/ServiceRequest.cu system/MessageHeader.cu"
+    )
     r = _post(client, json.loads(MESSAGE.read_text()))
     assert r.status_code == 403, r.text
     assert "Patient" in r.text
     assert services.repo.count() == 0
-    app.dependency_overrides[current_grant] = lambda: SmartGrant.from_scope_string("system/Patient.r")
+    app.dependency_overrides[current_grant] = lambda: SmartGrant.from_scope_string(
+        "system/Patient.r"
+    )
     assert _post(client, json.loads(MESSAGE.read_text())).status_code == 403
 
 

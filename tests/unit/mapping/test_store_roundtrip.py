@@ -13,9 +13,18 @@ from tests.unit.mapping.golden import cases, record_for, registry
 REG = registry()
 #: every golden case that maps without errors, including the three CSV artefacts (care plan, risk
 #: assessment, discharge summary), which the england-cmht/wales-measure packs now accept as mapped
-CLEAN = [c for c in cases() if not any(i.is_blocking for i in
-                                       Inbound.map(Inbound(None, REG), REG.get(c.parent.name),  # type: ignore[arg-type]
-                                                   record_for(c)).issues)]
+CLEAN = [
+    c
+    for c in cases()
+    if not any(
+        i.is_blocking
+        for i in Inbound.map(
+            Inbound(None, REG),
+            REG.get(c.parent.name),  # type: ignore[arg-type]
+            record_for(c),
+        ).issues
+    )
+]
 
 
 @pytest.fixture
@@ -30,11 +39,16 @@ def test_clean_case_stores_once(services, case: Path):
     inbound = Inbound(services.pipeline, REG)
     spec = REG.get(case.parent.name)
     first = inbound.ingest(spec, record_for(case))
-    assert first.status == "stored", [(i.severity, i.expression, i.text) for i in first.issues if i.is_blocking]
+    assert first.status == "stored", [
+        (i.severity, i.expression, i.text) for i in first.issues if i.is_blocking
+    ]
     total = (services.repo.count(), services.repo.history(None, None, count=1, offset=0).total)
     second = inbound.ingest(spec, record_for(case))
     assert second.status == "unchanged"
-    assert (services.repo.count(), services.repo.history(None, None, count=1, offset=0).total) == total
+    assert (
+        services.repo.count(),
+        services.repo.history(None, None, count=1, offset=0).total,
+    ) == total
 
 
 def _totals(services) -> tuple[int, int]:
@@ -46,7 +60,9 @@ def test_clean_case_stores_once_in_a_batch(services, case: Path):
     inbound = Inbound(services.pipeline, REG)
     spec = REG.get(case.parent.name)
     [first] = inbound.ingest_batch(spec, [record_for(case)])
-    assert first.status == "stored", [(i.severity, i.expression, i.text) for i in first.issues if i.is_blocking]
+    assert first.status == "stored", [
+        (i.severity, i.expression, i.text) for i in first.issues if i.is_blocking
+    ]
     total = _totals(services)
     [second] = inbound.ingest_batch(spec, [record_for(case)])
     assert second.status == "unchanged", second.written
