@@ -15,10 +15,10 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from adapter.fhir.types import JsonObject
-from adapter.issue import Issue
+from adapter.issue import Issue, IssueCode, Severity
 from adapter.mapping.ids import deterministic_id
 from adapter.mapping.loader import ConceptMaps
 from adapter.mapping.spec import Aggregate, MappingSpec, ResourceSpec, Rule
@@ -209,10 +209,10 @@ class _Run:
     def issue(self, severity: str, code: str, text: str, key: str | None, rule: str) -> None:
         self.result.issues.append(
             Issue(
-                severity,
-                code,
+                cast(Severity, severity),  # mapping files are schema-checked at load
+                cast(IssueCode, code),
                 text,
-                expression=key,  # type: ignore[arg-type]
+                expression=key,
                 diagnostics=f"rule {rule}",
             )
         )

@@ -88,12 +88,12 @@ def _datetime(value: str) -> Result:
         if hour is None:
             return f"{year}-{month}-{day}", None
         try:
-            naive = datetime(
+            naive = datetime(  # noqa: DTZ001 - naive on purpose; the offset is applied below
                 int(year),
                 int(month),
                 int(day),
                 int(hour),
-                int(minute),  # noqa: DTZ001
+                int(minute),
                 int(second or 0),
             )
         except ValueError:
