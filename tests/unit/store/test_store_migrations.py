@@ -86,3 +86,13 @@ def test_connections_are_configured_per_backend(database):
         else:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() > 0
+
+
+def test_a_database_on_both_branch_heads_upgrades_to_the_merge(empty_database):
+    """Databases migrated before 0004 sit on (0002, 0003); they must reach the single head."""
+    url, schema = empty_database
+    upgrade(url, schema, revision="0002")
+    upgrade(url, schema, revision="0003")
+    assert current_revisions(url, schema) == ("0002", "0003")
+    upgrade(url, schema)
+    assert current_revisions(url, schema) == head_revisions() == ("0004",)
