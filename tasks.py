@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The two set-up commands, needing nothing but Python 3.11+:
 
-    python3 tasks.py serve     # start the adapter on its embedded default (SQLite) at 127.0.0.1:8080
-    python3 tasks.py test      # run the whole test suite
+    ./tasks.py serve     # start the adapter on its embedded default (SQLite) at 127.0.0.1:8080
+    ./tasks.py test      # run the whole test suite
 
 Each creates ./.venv and installs the project with its test extras when pyproject.toml changed.
-Extra arguments are passed on (`python3 tasks.py test -k referral`, `python3 tasks.py serve --port 9000`).
+Extra arguments are passed on (`./tasks.py test -k referral`, `./tasks.py serve --port 9000`); `python3 tasks.py ...` works the same.
 """
 
 from __future__ import annotations
