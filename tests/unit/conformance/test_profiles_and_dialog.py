@@ -125,7 +125,7 @@ def patient(identifiers):
 
 
 def test_patient_nhs_number_slice_is_at_most_one(validator):
-    nhs = {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9449305552"}
+    nhs = {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000050"}
     assert errors(validator, patient([nhs])) == []
     found = errors(validator, patient([nhs, dict(nhs)]))
     assert found == [("structure", "Patient.identifier")]
@@ -186,7 +186,7 @@ def test_risk_assessment_binding_to_our_value_set(validator):
 
 
 def test_unknown_profile_of_ours_is_an_error(validator):
-    p = patient([{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9449305552"}])
+    p = patient([{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000050"}])
     p["meta"]["profile"] = [f"{BASE}/StructureDefinition/Nope"]
     assert errors(validator, p) == [("not-found", "Patient.meta.profile")]
 
