@@ -65,6 +65,7 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         log_level=log_level,
+        access_log=False,  # it prints query strings, which carry identifiers; see api/access_log.py
     )
 
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from adapter import __version__
 from adapter.api import exception_handlers
+from adapter.api.access_log import AccessLogMiddleware
 from adapter.api.cors import SmartCorsMiddleware
 from adapter.api.idempotency import IdempotencyMiddleware
 from adapter.api.routers import fhir_rest, messaging, metadata, operations, outbox_status
@@ -66,4 +67,5 @@ def create_app(
     app.add_middleware(outbox_status.AcceptedWhileDown)  # 202 while the backing server is down
     app.add_middleware(IdempotencyMiddleware)  # outermost: replays the answer, 202s included
     app.add_middleware(SmartCorsMiddleware)  # outside even that: preflights never reach it
+    app.add_middleware(AccessLogMiddleware)  # outermost: one line per request, no query string
     return app

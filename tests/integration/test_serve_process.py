@@ -47,7 +47,7 @@ def server(settings, tmp_path):
             "--port",
             str(port),
             "--log-level",
-            "warning",
+            "info",
         ],
         cwd=ROOT,
         env=env,
@@ -109,3 +109,20 @@ def test_two_concurrent_updates_with_same_if_match_exactly_one_wins(server):
         t.join()
     assert sorted(results) == [200, 412]
     assert httpx.get(f"{server}/Patient/{pid}").headers["etag"] == 'W/"2"'
+
+
+def test_server_logs_carry_no_patient_data(server, tmp_path):
+    bundle = referral_bundle("9990871094", given="Perpetua", family="Zanzibarova")
+    r = httpx.post(server, content=json.dumps(bundle), headers=FHIR_JSON, timeout=10)
+    assert r.status_code == 200, r.text
+    bad = referral_bundle("9990871095", given="Perpetua", family="Zanzibarova")
+    assert (
+        httpx.post(server, content=json.dumps(bad), headers=FHIR_JSON, timeout=10).status_code
+        == 422
+    )
+    q = {"subject:identifier": f"{NHS}|9990871094"}
+    assert httpx.get(f"{server}/ServiceRequest", params=q).status_code == 200
+    text = (tmp_path / "serve.log").read_text()
+    assert "GET /fhir/ServiceRequest 200" in text  # the access log is there...
+    for secret in ("9990871094", "9990871095", "Perpetua", "Zanzibarova"):
+        assert secret not in text  # ...without identifiers or names
