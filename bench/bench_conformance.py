@@ -15,7 +15,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,46 +26,13 @@ from adapter.conformance import ConformanceValidator  # noqa: E402
 from adapter.context import ValidationContext  # noqa: E402
 from adapter.fhir import jsonio  # noqa: E402
 from adapter.fhir.parse import structural_issues  # noqa: E402
+from tests.support.corpus import EXAMPLE_TYPES, example_files  # noqa: E402
 
-TYPES = set(
-    [
-        "ServiceRequest",
-        "CarePlan",
-        "CareTeam",
-        "Goal",
-        "Questionnaire",
-        "QuestionnaireResponse",
-        "Encounter",
-        "EpisodeOfCare",
-        "RiskAssessment",
-        "Observation",
-        "Composition",
-        "Flag",
-        "Task",
-        "Provenance",
-        "AuditEvent",
-        "Patient",
-        "Practitioner",
-        "PractitionerRole",
-        "Organization",
-        "DocumentReference",
-        "Consent",
-        "Condition",
-    ]
-)
 MAX_BYTES = 20_000
 
 
 def load(tgz: Path) -> list[bytes]:
-    out = []
-    with tarfile.open(tgz) as tar:
-        for m in tar.getmembers():
-            name = m.name.rsplit("/", 1)[-1]
-            if name.split("-", 1)[0] in TYPES and m.size <= MAX_BYTES:
-                fh = tar.extractfile(m)
-                if fh is not None:
-                    out.append(fh.read())
-    return out
+    return [raw for _, raw in example_files(tgz, EXAMPLE_TYPES) if len(raw) <= MAX_BYTES]
 
 
 def main() -> None:

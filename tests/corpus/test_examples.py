@@ -7,7 +7,6 @@ listed with the reason; every other error is a false error of ours and fails the
 from __future__ import annotations
 
 import json
-import tarfile
 from functools import cache
 from typing import Any
 
@@ -17,35 +16,11 @@ from adapter.context import ValidationContext
 from adapter.fhir import jsonio
 from adapter.fhir.parse import structural_issues
 from tests.corpus.harness import blocking, corpora_dir, require_corpora, validator
+from tests.support.corpus import EXAMPLE_TYPES, EXAMPLES_TGZ, example_files
 
 pytestmark = pytest.mark.corpus
 
-OUR_TYPES = frozenset(
-    [
-        "ServiceRequest",
-        "CarePlan",
-        "CareTeam",
-        "Goal",
-        "Questionnaire",
-        "QuestionnaireResponse",
-        "Encounter",
-        "EpisodeOfCare",
-        "RiskAssessment",
-        "Observation",
-        "Composition",
-        "Flag",
-        "Task",
-        "Provenance",
-        "AuditEvent",
-        "Patient",
-        "Practitioner",
-        "PractitionerRole",
-        "Organization",
-        "DocumentReference",
-        "Consent",
-        "Condition",
-    ]
-)
+OUR_TYPES = EXAMPLE_TYPES
 #: Examples that are not valid R4; the errors we report for them are the expected ones.
 KNOWN_INVALID: dict[str, str] = {
     "Questionnaire-qs1.json": "nested items have no linkId (Questionnaire.item.linkId is 1..1)",
@@ -59,22 +34,13 @@ def examples() -> dict[str, Any]:
     if base is None:
         return {}
     out: dict[str, Any] = {}
-    with tarfile.open(base / "hl7.fhir.r4.examples-4.0.1.tgz") as tar:
-        for member in tar.getmembers():
-            name = member.name.rsplit("/", 1)[-1]
-            rtype = name.split("-", 1)[0]
-            if rtype not in OUR_TYPES and rtype != "Bundle":
+    for name, raw in example_files(base / EXAMPLES_TGZ, OUR_TYPES | {"Bundle"}):
+        if name.startswith("Bundle-"):
+            entries = json.loads(raw).get("entry") or []
+            types = {(e.get("resource") or {}).get("resourceType") for e in entries}
+            if not types & OUR_TYPES:
                 continue
-            fh = tar.extractfile(member)
-            if fh is None:
-                continue
-            raw = fh.read()
-            if rtype == "Bundle":
-                entries = json.loads(raw).get("entry") or []
-                types = {(e.get("resource") or {}).get("resourceType") for e in entries}
-                if not types & OUR_TYPES:
-                    continue
-            out[name] = jsonio.loads(raw)
+        out[name] = jsonio.loads(raw)
     return out
 
 
