@@ -459,6 +459,13 @@ class Pipeline:
             savepoint = getattr(uow, "savepoint", None)
             if not callable(savepoint):
                 return [self._try_transaction(b) for b in bundles]
+            # Conditional matches are taken on this connection without a re-check, so every
+            # criterion of the batch is locked first, in one sorted order: a concurrent batch
+            # waits instead of creating the same Patient twice, and two batches cannot deadlock.
+            lock = getattr(uow, "lock", None)
+            if callable(lock):
+                for key in _conditional_lock_keys(bundles):
+                    lock(key)
             for bundle in bundles:
                 try:
                     with savepoint():
@@ -698,18 +705,47 @@ class _MatchChanged(Exception):
     """A conditional match seen while preparing differs from the one under the lock."""
 
 
+def _lock_key(resource_type: str, criteria: Sequence[SearchParam]) -> str:
+    return (
+        resource_type
+        + "?"
+        + "&".join(
+            f"{p.name}{':' + p.modifier if p.modifier else ''}={','.join(sorted(p.values))}"
+            for p in sorted(criteria, key=lambda p: (p.name, p.modifier or "", p.values))
+        )
+    )
+
+
 def _lock(uow: Repository, resource_type: str, criteria: Sequence[SearchParam]) -> None:
     lock = getattr(uow, "lock", None)
     if callable(lock):
-        key = (
-            resource_type
-            + "?"
-            + "&".join(
-                f"{p.name}{':' + p.modifier if p.modifier else ''}={','.join(sorted(p.values))}"
-                for p in sorted(criteria, key=lambda p: (p.name, p.modifier or "", p.values))
-            )
-        )
-        lock(key)
+        lock(_lock_key(resource_type, criteria))
+
+
+def _conditional_lock_keys(bundles: Sequence[JsonObject]) -> list[str]:
+    """Every conditional create/update criterion in the Bundles, as sorted, distinct lock keys.
+    Malformed entries are skipped here: they fail later, in `_parse_entries`, with their reasons."""
+    keys: set[str] = set()
+    for bundle in bundles:
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        for raw in entries if isinstance(entries, list) else ():
+            request = raw.get("request") if isinstance(raw, dict) else None
+            if not isinstance(request, dict):
+                continue
+            method = str(request.get("method", "")).upper()
+            url = str(request.get("url", ""))
+            if method == "POST" and isinstance(request.get("ifNoneExist"), str):
+                resource_type, query = url.split("?", 1)[0].strip("/"), request["ifNoneExist"]
+            elif method == "PUT" and "?" in url:
+                resource_type, query = url.split("?", 1)
+                resource_type = resource_type.strip("/")
+            else:
+                continue
+            try:
+                keys.add(_lock_key(resource_type, parse_query_string(query).params))
+            except AdapterError:
+                continue
+    return sorted(keys)
 
 
 def _recheck_conditional_matches(uow: Repository, entries: list[_Entry]) -> None:

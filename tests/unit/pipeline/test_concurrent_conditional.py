@@ -57,3 +57,45 @@ def test_concurrent_identical_referrals_make_one_patient_and_one_practice(servic
     assert referrals.total == outcomes.count("ok")
     assert outcomes.count("ok") >= 1
     assert set(outcomes) <= {"ok", "412", "503"}
+
+
+def test_concurrent_bulk_batches_make_one_patient_per_nhs_number(services):
+    """`adapter ingest` batches run their conditional creates inside one long unit of work; two
+    ingests of overlapping files at once (in opposite orders, so a careless lock order would
+    deadlock) must still find-or-create each Patient exactly once."""
+    numbers = ["9990000085", "9990000069", "9990000034", "9990000026"]
+    n = 4
+    barrier = threading.Barrier(n)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def ingest(k: int) -> None:
+        order = numbers if k % 2 == 0 else list(reversed(numbers))
+        bundles = [referral_bundle(nhs, practice_ods="Y77777") for nhs in order]
+        barrier.wait()
+        try:
+            replies = services.pipeline.transaction_batch(bundles)
+            result = ",".join(
+                "ok" if not isinstance(r, AdapterError) else str(r.status) for r in replies
+            )
+        except AdapterError as exc:
+            result = f"batch {exc.status}"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=ingest, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert outcomes == ["ok,ok,ok,ok"] * n
+    for nhs in numbers:
+        patients = services.repo.search(
+            "Patient", SearchQuery(params=(SearchParam("identifier", (f"{NHS}|{nhs}",)),))
+        )
+        assert patients.total == 1, nhs
+    practices = services.repo.search(
+        "Organization", SearchQuery(params=(SearchParam("identifier", (f"{ODS}|Y77777",)),))
+    )
+    assert practices.total == 1
