@@ -6,6 +6,7 @@ and writes the same way (through `unit.submit`, hence through the pipeline).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from adapter.pipeline import Pipeline
 from adapter.sources.csv_extract import ERROR_KEY
 from adapter.sources.hl7v2 import build_ack, parse_message
 from adapter.sources.record import SourceRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -82,6 +85,20 @@ class Inbound:
                 expression="MSH-9",
             )
             return None, build_ack(header, "AR", [issue], now=now, control_id=control_id)
-        outcome = self.ingest(spec, record)
+        try:
+            outcome = self.ingest(spec, record)
+        except Exception as exc:  # noqa: BLE001 - an MLLP sender must always get an answer
+            # AR, not AE: nothing was judged or stored, and the sender should send it again.
+            log.error(
+                "v2 message not processed",
+                extra={"error": type(exc).__name__, "message_type": header["message_type"]},
+            )
+            issue = Issue(
+                "error",
+                "transient",
+                "The message could not be processed now and nothing of it was stored; send it again",
+                expression="MSH-10",
+            )
+            return None, build_ack(header, "AR", [issue], now=now, control_id=control_id)
         code = "AE" if outcome.status == "rejected" else "AA"
         return outcome, build_ack(header, code, outcome.issues, now=now, control_id=control_id)

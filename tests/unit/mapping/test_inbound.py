@@ -115,3 +115,25 @@ def test_dialog_csv_scores_do_not_depend_on_column_order(services, inbound):
     assert [inbound.ingest(spec, r).status for r in read_extract(data, "input.csv")] == ["stored"]
     assert _score(services, "subjective-quality-of-life") == 4.75
     assert _score(services, "treatment-satisfaction") == 5
+
+
+def test_an_unexpected_failure_gets_ar_asking_for_a_resend_and_stores_nothing(
+    services, inbound, monkeypatch, caplog
+):
+    """An MLLP sender must always get an answer; AR tells it to send again, and nothing is half stored."""
+
+    def broken(bundles):
+        raise RuntimeError("disk on fire 9990000018")  # an injected fault, with data in its text
+
+    monkeypatch.setattr(services.pipeline, "transaction_batch", broken)
+    text = (FIXTURES / "hl7v2-ref-i12-referral" / "routine-gp-referral" / "input.hl7").read_bytes()
+    outcome, ack = inbound.handle_v2(text)
+    assert outcome is None
+    segments = ack.split("\r")
+    assert segments[1].startswith("MSA|AR|REF0001")
+    assert any(s.startswith("ERR|") and "send it again" in s for s in segments)
+    assert services.repo.count() == 0
+    [record] = [r for r in caplog.records if r.name == "adapter.mapping.inbound"]
+    assert record.error == "RuntimeError"
+    logged = caplog.text + repr(record.__dict__)
+    assert "9990000018" not in logged and "disk on fire" not in logged
