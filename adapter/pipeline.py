@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -75,6 +76,13 @@ class _Entry:
     conditional: str | None = None  # `PUT Type?criteria` (conditional update)
     matched_id: str | None = None  # what the conditional update matched while preparing
     issues: list[Issue] = field(default_factory=list)
+    #: For a PUT prepared on the connection that writes (a bulk batch): the current version read
+    #: while judging, or None if there is none. `_NOT_READ` when it must be read again under the
+    #: unit of work (a single transaction prepares on another connection).
+    current: StoredResource | object | None = None
+
+
+_NOT_READ: Final = object()
 
 
 def parse_etag(value: str | None) -> int | None:
@@ -561,16 +569,19 @@ class Pipeline:
         structural_all: list[Issue] = []
         judged_all: list[Issue] = []
         judged_by_entry: dict[int, list[Issue]] = {}
+        targets = Counter((e.target_type, e.target_id) for e in entries)
         for e in entries:
             if e.resource is None:
                 continue
             ctx.entry_index = e.index
             ctx.mode = "update" if e.method == "PUT" else "create"
-            ctx.previous = (
-                self._store_lookup(reader)(str(e.target_type), str(e.target_id))
-                if e.method == "PUT"
-                else None
-            )
+            e.current = _NOT_READ
+            ctx.previous = None
+            if e.method == "PUT":
+                current = _current_or_none(reader, str(e.target_type), str(e.target_id))
+                ctx.previous = current.resource if current is not None else None
+                if repo is not None and targets[(e.target_type, e.target_id)] == 1:
+                    e.current = current  # read on the connection that writes: reuse it there
             structural, judged = self.judge(e.resource, ctx)
             prefix = f"Bundle.entry[{e.index}].resource"
             structural_all += [x.rebased(prefix) for x in structural]
@@ -624,7 +635,7 @@ class Pipeline:
             self._store_provenance(uow, stored, judged, ctx)
             return self._entry_response(stored, "201 Created", outcome)
         if e.method == "PUT" and e.resource is not None:
-            unchanged = _unchanged_current(uow, e.resource, e.if_match)
+            unchanged = _unchanged_current(uow, e.resource, e.if_match, e.current)
             if unchanged is not None:
                 return self._entry_response(unchanged, "200 OK", outcome)
             stored, created = uow.update(e.resource, if_match=e.if_match)
@@ -777,14 +788,28 @@ def _without_meta(resource: JsonObject) -> JsonObject:
     return out
 
 
+def _current_or_none(repo: Repository, resource_type: str, id: str) -> StoredResource | None:
+    try:
+        return repo.read(resource_type, id)
+    except (NotFound, Gone):
+        return None
+
+
 def _unchanged_current(
-    repo: Repository, resource: JsonObject, if_match: int | None
+    repo: Repository,
+    resource: JsonObject,
+    if_match: int | None,
+    known: StoredResource | object | None = _NOT_READ,
 ) -> StoredResource | None:
     """The current version when an update would change nothing (a no-op, as HAPI does): re-sent
-    feeds then add no versions. A stale If-Match is still a 412, so this answers None then."""
-    try:
-        current = repo.read(str(resource["resourceType"]), str(resource["id"]))
-    except (NotFound, Gone):
+    feeds then add no versions. A stale If-Match is still a 412, so this answers None then.
+    `known` is the current version already read on this unit of work's connection, if any."""
+    current = (
+        _current_or_none(repo, str(resource["resourceType"]), str(resource["id"]))
+        if known is _NOT_READ
+        else known
+    )
+    if not isinstance(current, StoredResource):
         return None
     if if_match is not None and if_match != current.version_id:
         return None

@@ -139,7 +139,16 @@ def submit(
     `planned` is a `plan(...)` the caller already made (e.g. to check a message id first)."""
     if has_blocking(result.issues):
         return UnitOutcome(result, "rejected", list(result.issues), http_status=422)
-    to_write, skipped = planned if planned is not None else plan(pipeline, result.resources)
+    if planned is None:
+        # No reads first: conditional creates and no-op PUTs are settled on the connection that
+        # writes, inside one unit of work (a batch of one).
+        try:
+            return submit_batch(pipeline, [result])[0]
+        except AdapterError as exc:  # the commit itself failed: nothing of the unit was stored
+            return UnitOutcome(
+                result, "rejected", result.issues + list(exc.issues), http_status=exc.status
+            )
+    to_write, skipped = planned
     if not to_write:
         return UnitOutcome(result, "unchanged", list(result.issues), unchanged=skipped)
     bundle = transaction_bundle(to_write)
