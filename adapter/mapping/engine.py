@@ -9,11 +9,11 @@ is either read by a rule, listed under `ignore` with a reason, or reported as un
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from fnmatch import fnmatchcase
+from fnmatch import translate
 from functools import lru_cache
 from typing import Any, Final, cast
 
@@ -548,12 +548,11 @@ class _Run:
         return int(rounded) if rounded == rounded.to_integral_value() else float(rounded)
 
     def report_unused(self) -> None:
+        ignore = _ignore_matcher(self.spec.ignore)
         for key in self.record.non_empty_keys():
             if key in self.result.used:
                 continue
-            reason = next(
-                (why for pattern, why in self.spec.ignore if fnmatchcase(key, pattern)), None
-            )
+            reason = ignore(key)
             if reason is not None:
                 self.result.ignored.append(key)
                 self.issue(
@@ -572,6 +571,25 @@ class _Run:
                     key,
                     f"{self.spec.rule_prefix}#unmapped",
                 )
+
+
+@lru_cache(maxsize=256)
+def _ignore_matcher(ignore: tuple[tuple[str, str], ...]) -> Callable[[str], str | None]:
+    """The reason of the first `ignore` pattern (fnmatch, case-sensitive) a key matches, or None:
+    one regex with a group per pattern, compiled once per mapping."""
+    if not ignore:
+        return lambda _key: None
+    combined = re.compile(
+        "|".join(f"(?P<p{i}>{translate(pattern)})" for i, (pattern, _) in enumerate(ignore))
+    )
+
+    def reason(key: str) -> str | None:
+        m = combined.match(key)
+        if m is None:
+            return None
+        return ignore[int(str(m.lastgroup)[1:])][1]
+
+    return reason
 
 
 def apply_mapping(
