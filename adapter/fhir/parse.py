@@ -1,14 +1,16 @@
-"""Structural parsing with fhir.resources R4B: bytes -> JSON -> Issues with FHIRPath-style paths.
+"""Structural parsing: bytes -> JSON -> Issues with FHIRPath-style paths.
 
-R4B is used as our R4 model: for the resource types we hold its element sets equal R4 4.0.1
-(research/peers.md §0.2). The model instance is thrown away; we keep the caller's JSON, so
-decimal precision and element order survive.
+`structural_issues` is the native check (adapter.conformance.shape), driven by the core R4 tables.
+`r4b_structural_issues` is the former check with fhir.resources R4B models, kept as the reference
+the differential corpus test (tests/corpus/test_structure_differential.py) compares it with; it is
+not on any request path. Either way we keep the caller's JSON, so decimal precision and element
+order survive.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
@@ -18,7 +20,11 @@ from adapter.fhir import jsonio
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 
-#: R4 resource types that R4B dropped or renamed; we refuse them rather than mis-parse them.
+if TYPE_CHECKING:
+    from adapter.conformance.shape import ShapeChecker
+
+#: R4 resource types that R4B dropped or renamed; we refuse them rather than mis-parse them
+#: (the native check refuses these and the other R4 types R4B lacks: shape.REFUSED_R4_TYPES).
 R4_ONLY_UNSUPPORTED: Final = frozenset(
     {
         "MedicinalProduct",
@@ -66,7 +72,8 @@ def model_class(resource_type: str) -> Any:
 
 
 def is_known_resource_type(resource_type: str) -> bool:
-    return model_class(resource_type) is not None
+    """An R4 resource type the adapter accepts (the structural check refuses the others)."""
+    return _native().is_accepted_type(resource_type)
 
 
 def _loc_to_path(root: str, loc: tuple[int | str, ...]) -> str:
@@ -90,7 +97,24 @@ def _message(err: Any) -> str:
 
 
 def structural_issues(resource: JsonObject) -> list[Issue]:
-    """Type, cardinality, primitive-format and unknown-element issues from the R4B model."""
+    """Type, cardinality, primitive-format and unknown-element issues (the native check).
+
+    Every issue is an error or fatal with a FHIRPath-style path; see adapter.conformance.shape.
+    """
+    return _native().check(resource)
+
+
+@cache
+def _native() -> ShapeChecker:
+    # imported here: adapter.conformance imports adapter.fhir (types, jsonio), which imports us
+    from adapter.conformance.shape import shape_checker
+
+    return shape_checker()
+
+
+def r4b_structural_issues(resource: JsonObject) -> list[Issue]:
+    """The former structural check, by fhir.resources R4B models: the reference for the
+    differential corpus test. Slow (a model per resource); not used on any request path."""
     rt = resource.get("resourceType")
     if not isinstance(rt, str):
         return [Issue("fatal", "structure", "resourceType is missing", expression="resourceType")]
