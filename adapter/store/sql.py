@@ -6,6 +6,11 @@ either database. The version row and the search index rows are written in the sa
 SQLite runs in WAL mode and starts write transactions with `BEGIN IMMEDIATE`, so a writer never
 fails half-way on a stale snapshot; it waits (busy timeout) for the lock instead.
 
+The hot statements (writes, read by id, searches) run as driver SQL on the cursor of the same
+SQLAlchemy connection (`_DriverSql`): SQLAlchemy keeps the transaction, savepoints and pool, and the
+statements skip its per-statement cost, which was several times the database's own. Most writes
+take one statement for the current row, and index rows are only written where they changed.
+
 Every SQLAlchemy or driver error is translated into the `AdapterError` family in `translate_db_errors`.
 Create one `SqlRepository` (one engine and pool) per process and share it between threads; the
 repository yielded by `unit_of_work()` holds one connection and belongs to one thread.
@@ -323,6 +328,10 @@ class _DriverSql:
     def __init__(self, dialect: Dialect) -> None:
         if dialect.paramstyle not in ("qmark", "format", "pyformat"):  # pragma: no cover
             raise InputError(f"Unsupported driver paramstyle {dialect.paramstyle!r}")
+        version = getattr(dialect.loaded_dbapi, "sqlite_version_info", None)
+        if dialect.name == "sqlite" and version is not None and version < (3, 35):
+            # pragma: no cover - RETURNING (3.35) and upsert (3.24) are needed by the write path
+            raise InputError(f"SQLite {version} is too old: the store needs 3.35 or later")
         self.dialect = dialect
         self._marker = "?" if dialect.paramstyle == "qmark" else "%s"
         self._error: type[Exception] = dialect.loaded_dbapi.Error
