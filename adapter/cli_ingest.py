@@ -13,12 +13,14 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from adapter.errors import SourceParseError
+from adapter.issue import Issue
 from adapter.mapping.inbound import Inbound
 from adapter.mapping.loader import load_registry
 from adapter.mapping.unit import UnitOutcome
 from adapter.settings import Settings
-from adapter.sources import read_extract, record_from_resource, split_messages
-from adapter.sources.hl7v2 import parse_message
+from adapter.sources import read_extract, record_from_resource
+from adapter.sources.hl7v2 import read_messages
 from adapter.sources.record import SourceRecord
 
 app = typer.Typer(help="Mapped feeds: extracts and HL7 v2")
@@ -35,7 +37,7 @@ def _inbound(settings: Settings) -> tuple[Inbound, object]:
 def _records(path: Path, kind: str) -> list[SourceRecord]:
     data = path.read_bytes()
     if kind == "hl7v2":
-        return [parse_message(m) for m in split_messages(data)]
+        return read_messages(data, path.name)
     if kind == "fhir":
         return fhir_records(data, path.name)
     return list(read_extract(data, path.name))
@@ -45,9 +47,14 @@ def fhir_records(data: bytes, name: str) -> list[SourceRecord]:
     """One FHIR resource, or each entry of a searchset/collection Bundle (e.g. e-RS worklist results)."""
     from adapter.fhir import jsonio
 
-    resource = jsonio.loads(data.decode("utf-8-sig"))
+    try:
+        resource = jsonio.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, jsonio.JsonSyntaxError) as exc:
+        raise SourceParseError(
+            [Issue("fatal", "structure", f"{name} is not a JSON FHIR resource: {exc}")]
+        ) from exc
     if not isinstance(resource, dict):
-        raise typer.BadParameter(f"{name} is not a FHIR resource")
+        raise SourceParseError([Issue("fatal", "structure", f"{name} is not a FHIR resource")])
     if resource.get("resourceType") == "Bundle" and resource.get("type") in (
         "searchset",
         "collection",
@@ -74,6 +81,19 @@ def _dead_letter(handle: object, outcome: UnitOutcome) -> None:
     handle.write(json.dumps(line) + "\n")  # type: ignore[attr-defined]
 
 
+def _dead_letter_file(handle: object, path: Path, mapping: str, issues: list[Issue]) -> None:
+    line = {
+        "locator": path.name,
+        "mapping": mapping,
+        "reasons": [
+            {"severity": i.severity, "code": i.code, "field": i.expression, "text": i.text}
+            for i in issues
+        ],
+        "original": None,  # the file itself, kept where it is
+    }
+    handle.write(json.dumps(line) + "\n")  # type: ignore[attr-defined]
+
+
 @app.command()
 def ingest(
     files: Annotated[list[Path], typer.Argument(help="CSV/JSON extracts or HL7 v2 files")],
@@ -96,7 +116,19 @@ def ingest(
     unmapped: Counter[str] = Counter()
     with dead_letter.open("a", encoding="utf-8") as dl, Progress(console=console) as progress:
         for path in files:
-            records = _records(path, spec.source_kind)
+            try:
+                records = _records(path, spec.source_kind)
+            except (SourceParseError, OSError) as exc:
+                # the whole file is unreadable: dead-letter it and go on with the next file
+                issues = (
+                    exc.issues
+                    if isinstance(exc, SourceParseError)
+                    else [Issue("fatal", "exception", f"cannot read {path.name}: {exc.strerror}")]
+                )
+                counts["rejected"] += 1
+                _dead_letter_file(dl, path, mapping, issues)
+                console.print(f"{path.name}: unreadable, dead-lettered", highlight=False)
+                continue
             task = progress.add_task(path.name, total=len(records))
             for start in range(0, len(records), max(batch_size, 1)):
                 chunk = records[start : start + max(batch_size, 1)]

@@ -19,9 +19,8 @@ from adapter.mapping.loader import MappingRegistry
 from adapter.mapping.spec import MappingSpec
 from adapter.mapping.unit import UnitOutcome, submit, submit_batch
 from adapter.pipeline import Pipeline
-from adapter.sources.csv_extract import ERROR_KEY
 from adapter.sources.hl7v2 import build_ack, parse_message
-from adapter.sources.record import SourceRecord
+from adapter.sources.record import ERROR_KEY, SourceRecord
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class Inbound:
             issue = Issue(
                 "error",
                 "structure",
-                f"Unreadable row: {record.header[ERROR_KEY]}",
+                f"Unreadable record: {record.header[ERROR_KEY]}",
                 expression=record.locator,
             )
             return UnitOutcome(result, "rejected", [issue], http_status=400)
@@ -87,7 +86,7 @@ class Inbound:
             return None, build_ack(header, "AR", [issue], now=now, control_id=control_id)
         try:
             outcome = self.ingest(spec, record)
-        except Exception as exc:  # noqa: BLE001 - an MLLP sender must always get an answer
+        except Exception as exc:  # an MLLP sender must always get an answer
             # AR, not AE: nothing was judged or stored, and the sender should send it again.
             log.error(
                 "v2 message not processed",

@@ -10,15 +10,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from typing import Final
 
 from adapter.errors import SourceParseError
 from adapter.fhir import jsonio
 from adapter.issue import Issue
 from adapter.sources.fhir_json import flatten
-from adapter.sources.record import SourceRecord, prefix_groups
+from adapter.sources.record import ERROR_KEY, SourceRecord, prefix_groups
 
-ERROR_KEY: Final = "error"
+__all__ = ["ERROR_KEY", "read_extract"]
 
 
 def _decode(data: bytes, name: str) -> str:

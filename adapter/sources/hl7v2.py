@@ -18,7 +18,7 @@ import hl7
 
 from adapter.errors import SourceParseError
 from adapter.issue import Issue
-from adapter.sources.record import GroupInstance, SourceRecord
+from adapter.sources.record import ERROR_KEY, GroupInstance, SourceRecord
 
 _BATCH_SEGMENTS: Final = frozenset({"FHS", "FTS", "BHS", "BTS"})
 _SEGMENT_ID: Final = re.compile(r"^[A-Z][A-Z0-9]{2}$")
@@ -43,6 +43,26 @@ def split_messages(data: bytes) -> Iterator[str]:
         current.append(segment)
     if current:
         yield "\r".join(current)
+
+
+def read_messages(data: bytes, name: str) -> list[SourceRecord]:
+    """Every message of a v2 file as a record. A message that cannot be parsed becomes a record
+    carrying its reasons under ERROR_KEY (and its text), so one bad message is dead-lettered on
+    its own instead of stopping the file."""
+    records: list[SourceRecord] = []
+    for i, message in enumerate(split_messages(data), start=1):
+        try:
+            records.append(parse_message(message))
+        except SourceParseError as exc:
+            reasons = "; ".join(
+                f"{x.expression}: {x.text}" if x.expression else x.text for x in exc.issues
+            )
+            records.append(
+                SourceRecord(
+                    "hl7v2", f"{name} message {i}", {}, raw=message, header={ERROR_KEY: reasons}
+                )
+            )
+    return records
 
 
 def _delimiters(raw: str) -> tuple[str, str, str, hl7.Message]:

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
+
+#: `SourceRecord.header` key of a record that could not be read (a malformed CSV row, an
+#: unparseable v2 message): its value is the reason. Such a record is dead-lettered, never mapped.
+ERROR_KEY: Final = "error"
 
 
 @dataclass(frozen=True, slots=True)
