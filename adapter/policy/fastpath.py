@@ -247,6 +247,9 @@ def _function(node: dict[str, Any], base: FastFn) -> FastFn:
         return lambda items: base(items)[:1]
     if name == "where" and len(params) == 1:
         crit = _expr(params[0])
+        keyed = _member_equals_literal(params[0])
+        if keyed is not None:
+            return _where_member_equals(base, crit, *keyed)
         return lambda items: [i for i in base(items) if _keep(crit, i)]
     if name == "all" and len(params) == 1:
         crit = _expr(params[0])
@@ -290,6 +293,45 @@ def _function(node: dict[str, Any], base: FastFn) -> FastFn:
 
         return affixed
     raise Unsupported(f"function {name}")
+
+
+def _member_equals_literal(node: dict[str, Any]) -> tuple[str, str] | None:
+    """(name, literal) when a `where` criterion is `name = 'literal'` (e.g. `linkId = 'dialog-3'`)."""
+    if node["type"] != "EqualityExpression" or _op(node) != "=":
+        return None
+    left, right = node["children"]
+    if left["type"] != "TermExpression":
+        return None
+    term = left["children"][0]
+    if term["type"] != "InvocationTerm" or term["children"][0]["type"] != "MemberInvocation":
+        return None
+    name = _identifier(term["children"][0]["children"][0])
+    literal = _string_constant(right)
+    if literal is None or name[:1].isupper():
+        return None
+    return name, literal
+
+
+def _where_member_equals(base: FastFn, crit: FastFn, name: str, literal: str) -> FastFn:
+    """`where(name = 'literal')` reading `item[name]` directly when it is a plain string (the
+    general criterion decides every other shape, so the answer is the same)."""
+    shadow = "_" + name
+
+    def where(items: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for i in base(items):
+            value = i.get(name) if isinstance(i, dict) else None
+            if type(value) is str and shadow not in i:
+                if value == literal:
+                    out.append(i)
+                    continue
+                if not _DATE_LIKE.match(value):
+                    continue
+            if _keep(crit, i):
+                out.append(i)
+        return out
+
+    return where
 
 
 def _keep(crit: FastFn, item: Any) -> bool:

@@ -102,6 +102,11 @@ def test_fast_path_agrees_with_fhirpathpy_on_every_fixture(
         ("code in ('a' | 'b')", {"code": "b"}, [True]),
         ("code in ('a' | 'b')", {}, []),
         ("x.where(y = 'k').exists()", {"x": [{"y": "k"}, {"y": "j"}]}, [True]),
+        # `where(member = 'literal')` is read directly; every other shape goes the general way
+        ("x.where(y = 'k').count()", {"x": [{"y": "k"}, {"y": "k"}, {}, "s"]}, [2]),
+        ("x.where(y = 'k').count()", {"x": [{"y": ["k"]}, {"y": ["k", "k"]}]}, [1]),
+        ("x.where(y = 'k').z", {"x": [{"y": "j", "z": 1}, {"y": "k", "z": 2}]}, [2]),
+        ("x.where(y = 'k').exists()", {"x": {"y": "k"}}, [True]),
         ("x.all(y.exists())", {"x": [{"y": 1}, {}]}, [False]),
         ("x.all(y.exists())", {}, [True]),
         ("a.exists() implies b.exists()", {}, [True]),
@@ -144,6 +149,9 @@ def test_fast_path_semantics_match_fhirpathpy(
         ("created = '2026-01-01'", {"created": "2026-01-01"}),
         ("a = b", {"a": {"x": 1}, "b": {"x": 1}}),
         ("a.where(b)", {"a": [{"b": "text"}]}),
+        ("a.where(b = 'k')", {"a": [{"b": "k", "_b": {"extension": []}}]}),
+        ("a.where(b = 'k')", {"a": [{"b": "2026-01-01"}]}),
+        ("a.where(b = 'k')", {"a": [{"b": 3}]}),
     ],
 )
 def test_data_outside_the_subset_falls_back(expression: str, resource: dict[str, Any]) -> None:
