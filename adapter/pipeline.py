@@ -12,7 +12,6 @@ whole or not at all. Stages return issues; only this module decides to reject:
 
 from __future__ import annotations
 
-import copy
 import logging
 import uuid
 from collections import Counter
@@ -31,6 +30,7 @@ from adapter.errors import (
     PolicyViolation,
     PreconditionFailed,
 )
+from adapter.fhir import jsonio
 from adapter.fhir.identifiers import normalise_identifier_systems
 from adapter.fhir.parse import structural_issues
 from adapter.fhir.references import parse_reference
@@ -200,7 +200,7 @@ class Pipeline:
         self, resource: JsonObject, *, profiles: tuple[str, ...] = (), mode: str = "validate"
     ) -> list[Issue]:
         """$validate: every issue, never raises for invalid content."""
-        resource = copy.deepcopy(resource)
+        resource = jsonio.copy_json(resource)
         issues = self.prepare(resource)
         if resource.get("resourceType") == "Bundle" and resource.get("type") in (
             "transaction",
@@ -243,7 +243,7 @@ class Pipeline:
 
     # -- single-resource writes ---------------------------------------------------------------
     def create(self, resource: JsonObject, *, if_none_exist: str | None = None) -> WriteResult:
-        resource = copy.deepcopy(resource)
+        resource = jsonio.copy_json(resource)
         rt = str(resource.get("resourceType"))
         info = self.prepare(resource)
         resource.pop("id", None)  # R4: the server assigns the id on create
@@ -267,7 +267,7 @@ class Pipeline:
     def update(
         self, resource_type: str, id: str, resource: JsonObject, *, if_match: int | None = None
     ) -> WriteResult:
-        resource = copy.deepcopy(resource)
+        resource = jsonio.copy_json(resource)
         if resource.get("resourceType") != resource_type:
             raise InputError(
                 [
@@ -371,7 +371,7 @@ class Pipeline:
                 index=i,
                 method=method,
                 url=url,
-                resource=copy.deepcopy(resource) if isinstance(resource, dict) else None,
+                resource=jsonio.copy_json(resource) if isinstance(resource, dict) else None,
                 full_url=raw.get("fullUrl"),
                 if_none_exist=request.get("ifNoneExist"),
                 if_match=None,

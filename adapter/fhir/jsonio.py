@@ -58,6 +58,17 @@ def dumps(obj: JsonObject | list[Any], *, indent: int | None = None) -> str:
     )
 
 
+def copy_json(obj: Any) -> Any:
+    """A deep copy of a JSON tree (dicts and lists copied; str, numbers, Decimal, bool and None
+    are immutable and shared). Several times faster than `copy.deepcopy`, which the pipeline
+    used to spend a tenth of its time in."""
+    if isinstance(obj, dict):
+        return {k: copy_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [copy_json(v) for v in obj]
+    return obj
+
+
 def to_plain(obj: Any) -> Any:
     """Decimals to int/float, for libraries (fhirpathpy, pydantic) that want plain JSON types."""
     if isinstance(obj, dict):

@@ -10,13 +10,13 @@ Everything that remains is one transaction: written whole or not at all, by `Pip
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any, Final, Literal
 
 from adapter.errors import AdapterError, Gone, NotFound
+from adapter.fhir import jsonio
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue, has_blocking
 from adapter.mapping.engine import MappedResource, MappingResult
@@ -59,7 +59,7 @@ def _rewrite(node: Any, old: str, new: str) -> None:
 
 def plan(pipeline: Pipeline, resources: list[MappedResource]) -> tuple[list[JsonObject], list[str]]:
     """(resources to PUT, references left out as unchanged or reused)."""
-    working = [copy.deepcopy(m.resource) for m in resources]
+    working = [jsonio.copy_json(m.resource) for m in resources]
     skipped: list[str] = []
     keep = [True] * len(working)
     for i, mapped in enumerate(resources):

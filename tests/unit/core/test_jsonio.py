@@ -1,0 +1,36 @@
+"""FHIR JSON in and out: decimals kept exactly, and deep copies that share nothing mutable."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from adapter.fhir import jsonio
+
+
+def test_decimals_round_trip_with_their_precision():
+    text = '{"resourceType":"Observation","valueQuantity":{"value":1.50}}'
+    value = jsonio.loads(text)
+    assert value["valueQuantity"]["value"] == Decimal("1.50")
+    assert jsonio.dumps(value) == text
+
+
+def test_duplicate_keys_are_a_syntax_error():
+    with pytest.raises(jsonio.JsonSyntaxError):
+        jsonio.loads('{"a": 1, "a": 2}')
+
+
+def test_copy_json_shares_no_container_with_the_original():
+    original = jsonio.loads(
+        '{"resourceType":"Patient","name":[{"given":["Ann"],"family":"X"}],'
+        '"extension":[{"url":"u","valueDecimal":2.10}]}'
+    )
+    copied = jsonio.copy_json(original)
+    assert copied == original
+    copied["name"][0]["given"].append("Bo")
+    copied["name"].append({"family": "Y"})
+    copied["extension"][0]["url"] = "v"
+    assert original["name"] == [{"given": ["Ann"], "family": "X"}]
+    assert original["extension"][0]["url"] == "u"
+    assert jsonio.dumps(copied["extension"][0]) == '{"url":"v","valueDecimal":2.10}'
