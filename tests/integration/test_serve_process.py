@@ -122,7 +122,12 @@ def test_server_logs_carry_no_patient_data(server, tmp_path):
     )
     q = {"subject:identifier": f"{NHS}|9990871094"}
     assert httpx.get(f"{server}/ServiceRequest", params=q).status_code == 200
+    # the access log line is written after the response is sent: wait for it (up to 10 s)
+    deadline = time.monotonic() + 10
     text = (tmp_path / "serve.log").read_text()
+    while "GET /fhir/ServiceRequest 200" not in text and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = (tmp_path / "serve.log").read_text()
     assert "GET /fhir/ServiceRequest 200" in text  # the access log is there...
     for secret in ("9990871094", "9990871095", "Perpetua", "Zanzibarova"):
         assert secret not in text  # ...without identifiers or names
