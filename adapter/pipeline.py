@@ -84,6 +84,19 @@ class _Entry:
 
 _NOT_READ: Final = object()
 
+#: Builds the AuditEvent of the interaction a write belongs to: (resource type, id, HTTP status).
+#: Passed by the API so the event is stored in the write's own unit of work: a committed write
+#: always has its AuditEvent, and if the event cannot be stored the write is not made either.
+AuditHook = Callable[[str, str | None, int], JsonObject]
+
+
+def _store_audit(
+    uow: Repository, audit: AuditHook | None, rt: str, id: str | None, status: int
+) -> None:
+    if audit is not None:
+        event = audit(rt, id, status)
+        uow.create(event, id=str(event["id"]))
+
 
 def parse_etag(value: str | None) -> int | None:
     """`W/"3"` or `"3"` or `3` -> 3. Anything else is a 400 (a precondition we cannot evaluate)."""
@@ -242,7 +255,13 @@ class Pipeline:
         return result
 
     # -- single-resource writes ---------------------------------------------------------------
-    def create(self, resource: JsonObject, *, if_none_exist: str | None = None) -> WriteResult:
+    def create(
+        self,
+        resource: JsonObject,
+        *,
+        if_none_exist: str | None = None,
+        audit: AuditHook | None = None,
+    ) -> WriteResult:
         resource = jsonio.copy_json(resource)
         rt = str(resource.get("resourceType"))
         info = self.prepare(resource)
@@ -262,10 +281,17 @@ class Pipeline:
             prov = self._provenance_for(stored.resource, judged, ctx)
             if prov is not None:
                 uow.create(prov)
+            _store_audit(uow, audit, rt, stored.id, 201)
         return WriteResult(stored, created=True, issues=info + structural + judged, status=201)
 
     def update(
-        self, resource_type: str, id: str, resource: JsonObject, *, if_match: int | None = None
+        self,
+        resource_type: str,
+        id: str,
+        resource: JsonObject,
+        *,
+        if_match: int | None = None,
+        audit: AuditHook | None = None,
     ) -> WriteResult:
         resource = jsonio.copy_json(resource)
         if resource.get("resourceType") != resource_type:
@@ -303,6 +329,7 @@ class Pipeline:
             prov = self._provenance_for(stored.resource, judged, ctx)
             if prov is not None:
                 uow.create(prov)
+            _store_audit(uow, audit, resource_type, id, 201 if created else 200)
         return WriteResult(
             stored,
             created=created,
@@ -310,16 +337,27 @@ class Pipeline:
             status=201 if created else 200,
         )
 
-    def delete(self, resource_type: str, id: str, *, if_match: int | None = None) -> WriteResult:
+    def delete(
+        self,
+        resource_type: str,
+        id: str,
+        *,
+        if_match: int | None = None,
+        audit: AuditHook | None = None,
+    ) -> WriteResult:
         with self.repo.unit_of_work() as uow:
             stored = uow.delete(resource_type, id, if_match=if_match)
+            if stored is not None:
+                _store_audit(uow, audit, resource_type, id, 204)
         return WriteResult(stored, created=False, status=204 if stored is None else 200)
 
     # -- Bundles -------------------------------------------------------------------------------
-    def process_bundle(self, bundle: JsonObject) -> JsonObject:
+    def process_bundle(self, bundle: JsonObject, *, audit: AuditHook | None = None) -> JsonObject:
+        """A transaction (audited in its own unit of work when `audit` is given) or a batch (each
+        entry its own unit of work; the caller audits the batch after it)."""
         kind = bundle.get("type")
         if kind == "transaction":
-            return self.transaction(bundle)
+            return self.transaction(bundle, audit=audit)
         if kind == "batch":
             return self.batch(bundle)
         raise InputError(
@@ -437,13 +475,13 @@ class Pipeline:
             raise InputError(issues)
         return entries
 
-    def transaction(self, bundle: JsonObject) -> JsonObject:
+    def transaction(self, bundle: JsonObject, *, audit: AuditHook | None = None) -> JsonObject:
         """All or nothing. Conditional matches are taken again under a lock inside the unit of
         work; if a concurrent writer changed one in between, the whole Bundle is prepared again
         (ids and references depend on the matches), at most three times."""
         for _attempt in range(3):
             try:
-                return self._transaction_once(bundle)
+                return self._transaction_once(bundle, audit=audit)
             except _MatchChanged:
                 log.info("conditional match changed under a concurrent write; retrying")
         raise PreconditionFailed(
@@ -490,7 +528,13 @@ class Pipeline:
         except AdapterError as exc:
             return exc
 
-    def _transaction_once(self, bundle: JsonObject, repo: Repository | None = None) -> JsonObject:
+    def _transaction_once(
+        self,
+        bundle: JsonObject,
+        repo: Repository | None = None,
+        *,
+        audit: AuditHook | None = None,
+    ) -> JsonObject:
         """One attempt. `repo` is where preparation reads and writes go (a batch's open unit of
         work); by default reads use the repository and writes a fresh unit of work."""
         reader = repo if repo is not None else self.repo
@@ -605,6 +649,7 @@ class Pipeline:
                         ],
                         headers=exc.headers,
                     ) from exc
+            _store_audit(uow, audit, "Bundle", None, 200)
         log.info("transaction committed", extra={"entries": len(entries)})
         response: JsonObject = {
             "resourceType": "Bundle",

@@ -43,6 +43,7 @@ from adapter.auth.service import SmartServices, build_smart_services
 from adapter.errors import AccessDenied, AdapterError, Gone, NotFound
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
+from adapter.pipeline import AuditHook
 
 log = logging.getLogger("adapter.security")
 _BUILD_LOCK = threading.Lock()
@@ -88,10 +89,17 @@ SmartDep = Annotated[SmartServices, Depends(get_smart)]
 
 @dataclass(slots=True)
 class AuditNote:
-    """Filled in by the endpoint while it runs (e.g. the id a create assigned)."""
+    """Filled in by the endpoint while it runs (e.g. the id a create assigned).
+
+    `hook` (None when auditing is off) is handed to the pipeline for writes: the pipeline stores
+    the AuditEvent in the write's own unit of work, so a committed write always has its event and
+    a write whose event cannot be stored is not made (HAZ-022). Reads, searches, batches and
+    failures are recorded after the interaction, as before."""
 
     resource_type: str | None = None
     resource_id: str | None = None
+    hook: AuditHook | None = None
+    stored_with_write: bool = False
 
 
 @contextmanager
@@ -111,6 +119,22 @@ def audited(
         smart = get_smart(request)
     enabled = smart is not None and smart.audit_enabled
     outcome, status = OUTCOME_SUCCESS, 200
+    if smart is not None and enabled:
+
+        def hook(resource_type: str, resource_id: str | None, write_status: int) -> JsonObject:
+            note.stored_with_write = True  # rolled back with the write if that fails
+            return audit_event(
+                interaction=interaction,
+                outcome=OUTCOME_SUCCESS,
+                client_id=grant.client_id,
+                fhir_user=grant.fhir_user,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                operation=operation,
+                status=write_status,
+            )
+
+        note.hook = hook
     try:
         yield note
     except AdapterError as exc:
@@ -121,7 +145,8 @@ def audited(
         outcome, status = OUTCOME_SERIOUS_FAILURE, 500
         raise
     finally:
-        if smart is not None and enabled:
+        stored = note.stored_with_write and outcome == OUTCOME_SUCCESS
+        if smart is not None and enabled and not stored:
             _record(smart, request, grant, interaction, note, outcome, status, operation)
 
 

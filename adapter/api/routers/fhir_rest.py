@@ -74,7 +74,7 @@ def post_bundle(
     request: Request, pipeline: PipelineDep, body: BodyDep, grant: GrantDep
 ) -> FhirResponse:
     kind = "batch" if body.get("type") == "batch" else "transaction"
-    with audited(request, grant, kind, "Bundle"):
+    with audited(request, grant, kind, "Bundle") as note:
         if body.get("resourceType") != "Bundle":
             raise InputError(
                 [
@@ -87,7 +87,7 @@ def post_bundle(
                 ]
             )
         authorize_bundle(grant, body, lookup_for(request))
-        return FhirResponse(pipeline.process_bundle(body))
+        return FhirResponse(pipeline.process_bundle(body, audit=note.hook))
 
 
 #: Accepted but not implemented: reported in the searchset as an OperationOutcome, never silently.
@@ -384,7 +384,7 @@ def create(
         check_resource(grant, "create", body)
         if if_none_exist:
             require(grant, "search", resource_type)  # a conditional create reveals a match
-        result = pipeline.create(body, if_none_exist=if_none_exist)
+        result = pipeline.create(body, if_none_exist=if_none_exist, audit=note.hook)
         if result.stored is not None:
             note.resource_id = result.stored.id
             if not result.created:
@@ -438,11 +438,13 @@ def update(
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> Response:
     known_type(resource_type)
-    with audited(request, grant, "update", resource_type, id):
+    with audited(request, grant, "update", resource_type, id) as note:
         require(grant, "update", resource_type)
         check_resource(grant, "update", {**body, "id": body.get("id", id)})
         _check_existing(request, grant, "update", resource_type, id)
-        result = pipeline.update(resource_type, id, body, if_match=parse_etag(if_match))
+        result = pipeline.update(
+            resource_type, id, body, if_match=parse_etag(if_match), audit=note.hook
+        )
         return _write_response(result, base, prefer)
 
 
@@ -456,10 +458,10 @@ def delete(
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> Response:
     known_type(resource_type)
-    with audited(request, grant, "delete", resource_type, id):
+    with audited(request, grant, "delete", resource_type, id) as note:
         require(grant, "delete", resource_type)
         _check_existing(request, grant, "delete", resource_type, id)
-        result = pipeline.delete(resource_type, id, if_match=parse_etag(if_match))
+        result = pipeline.delete(resource_type, id, if_match=parse_etag(if_match), audit=note.hook)
         headers = {"ETag": result.stored.etag} if result.stored is not None else {}
         return Response(status_code=204, headers=headers)
 
