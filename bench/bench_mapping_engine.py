@@ -1,6 +1,6 @@
 """The mapping engine alone: µs of `apply_mapping` per record, for every golden case.
 
-    python -m bench.bench_mapping_engine [--records 1000] [--rounds 5]
+    python -m bench.bench_mapping_engine [--records 1000] [--rounds 5] [--only dialog]
 
 No parsing, conformance, policy or store: each record is parsed beforehand (a fresh SourceRecord per
 call, so the per-record group index is built inside the timed call as it is in production) and only
@@ -52,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1000, help="records per case per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", default="", help="run the cases whose name contains this")
     args = parser.parse_args()
     registry = load_registry(ROOT / "mappings")
     print("== mapping engine only (apply_mapping), µs per record")
@@ -64,6 +65,8 @@ def main() -> None:
     )
     for case in _cases():
         name = f"{case.parent.name}/{case.name}"
+        if args.only not in name:
+            continue
         spec = registry.get(case.parent.name)
         fresh = _reader(next(case.glob("input.*")))
         apply_mapping(spec, fresh(), registry.concept_maps)  # warm caches

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from functools import lru_cache
 from typing import Final
 
 import hl7
@@ -184,25 +185,41 @@ _KEY: Final = re.compile(
 )
 
 
+@lru_cache(maxsize=8192)
+def _segment_key(key: str) -> tuple[str, int, str] | None:
+    """`OBX[3]-5.1` -> ("OBX", 3, "OBX-5.1"): segment, occurrence and the key local to that
+    occurrence. Keys repeat from message to message, so each shape is parsed by `_KEY` once."""
+    m = _KEY.match(key)
+    if m is None:
+        return None
+    return m["seg"], int(m["occ"] or 1), f"{m['seg']}-{m['field']}{m['rest']}"
+
+
 def _groups(record: SourceRecord, name: str) -> list[GroupInstance]:
-    """`OBX`: every OBX segment, local keys `OBX-5`; `PID-3`: every repetition, local keys `1`, `4`."""
+    """`OBX`: every OBX segment, local keys `OBX-5`; `PID-3`: every repetition, local keys `1`, `4`.
+
+    Both patterns only match keys that start with `name`, so `startswith` skips the rest of the
+    message before any parsing."""
     instances: dict[int, dict[str, str]] = {}
     if "-" not in name:
         for key in record.values:
-            m = _KEY.match(key)
-            if m is None or m["seg"] != name:
+            if not key.startswith(name):
                 continue
-            occ = int(m["occ"] or 1)
-            instances.setdefault(occ, {})[f"{name}-{m['field']}{m['rest']}"] = key
+            parts = _segment_key(key)
+            if parts is None or parts[0] != name:
+                continue
+            instances.setdefault(parts[1], {})[parts[2]] = key
         for alias, real in record.aliases.items():
-            m = _KEY.match(alias)
-            if m is not None and m["seg"] == name:
-                instances.setdefault(int(m["occ"] or 1), {})[f"{name}-{m['field']}{m['rest']}"] = (
-                    real
-                )
+            if not alias.startswith(name):
+                continue
+            parts = _segment_key(alias)
+            if parts is not None and parts[0] == name:
+                instances.setdefault(parts[1], {})[parts[2]] = real
         return [GroupInstance(i - 1, keys) for i, keys in sorted(instances.items())]
     rep_pattern = re.compile(re.escape(name) + r"(?:\[(?P<rep>\d+)\])?(?:\.(?P<comp>\d+))?$")
-    for key in list(record.values) + list(record.aliases):
+    for key in [*record.values, *record.aliases]:
+        if not key.startswith(name):
+            continue
         m = rep_pattern.match(key)
         if m is None:
             continue
