@@ -14,7 +14,8 @@ the Measure follows the provider, not where the patient lives (002.md §6.21).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Final, Literal
 
 from adapter.context import ValidationContext
 from adapter.fhir.types import JsonObject
@@ -27,6 +28,7 @@ from adapter.policy.vocab import (
 )
 
 Nation = Literal["england", "wales"]
+_CONTAINERS: Final = (dict, list)
 
 
 def detect(resource: JsonObject, ctx: ValidationContext) -> Nation | None:
@@ -57,18 +59,24 @@ def _has_wales_only_code(resource: JsonObject) -> bool:
 
 
 def _has_welsh_ods(node: Any, depth: int) -> bool:
-    """Iterative walk (runs on every resource of every write): dicts and lists only, to depth 8."""
-    stack: list[tuple[Any, int]] = [(node, depth)]
-    while stack:
-        current, level = stack.pop()
-        if level > 8:
-            continue
-        if isinstance(current, dict):
-            if current.get("system") == ODS_SYSTEM and str(
-                current.get("value", "")
-            ).upper().startswith(WELSH_HEALTH_BOARD_ODS_PREFIX):
-                return True
-            stack.extend((v, level + 1) for v in current.values() if isinstance(v, dict | list))
-        elif isinstance(current, list):
-            stack.extend((v, level + 1) for v in current if isinstance(v, dict | list))
+    """Walk of dicts and lists only, to depth 8 (runs on every resource of every write, so it
+    recurses without building a stack of tuples and looks at a dict's values only by type)."""
+    if depth > 8:
+        return False
+    if isinstance(node, dict):
+        if node.get("system") == ODS_SYSTEM and str(node.get("value", "")).upper().startswith(
+            WELSH_HEALTH_BOARD_ODS_PREFIX
+        ):
+            return True
+        children: Iterable[Any] = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return False
+    if depth == 8:
+        return False
+    deeper = depth + 1
+    for value in children:
+        if isinstance(value, _CONTAINERS) and _has_welsh_ods(value, deeper):
+            return True
     return False
