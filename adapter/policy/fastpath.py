@@ -19,6 +19,7 @@ and requires identical answers.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from typing import Any, Final
@@ -50,6 +51,12 @@ _FHIR_TYPE_SET: Final = frozenset(FHIR_TYPES)
 _DATE_LIKE: Final = re.compile(r"^@?\d{4}(-\d\d(-\d\d(T[\d:.]*(Z|[+-]\d\d:\d\d)?)?)?)?$")
 _OPS_EQ: Final = {"=", "!="}
 _OPS_CMP: Final = {"<", "<=", ">", ">="}
+_ORDER: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 
 def compile_fast(expression: str) -> FastFn:
@@ -66,25 +73,40 @@ def is_true(fn: FastFn, resource: Any) -> bool:
 
 
 # -- data access -------------------------------------------------------------------------------
-def _member(items: list[Any], name: str) -> list[Any]:
-    out: list[Any] = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        value = item.get(name)
-        if value is None:
-            value = _choice(item, name)
-            if value is None:
-                if "_" + name in item:
-                    raise Fallback(name)
+def _member_of(name: str) -> FastFn:
+    """`name` of every item: the compiled form of `_member`, with the `_name` shadow key built once.
+    A plain value under `name` with no shadow is the common case and costs one lookup."""
+    shadow = "_" + name
+
+    def member(items: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for item in items:
+            if not isinstance(item, dict):
                 continue
-        elif "_" + name in item:
-            raise Fallback(name)
-        if isinstance(value, list):
-            out.extend(v for v in value if v is not None)
-        else:
-            out.append(value)
-    return out
+            value = item.get(name)
+            if value is None:
+                value = _choice(item, name)
+                if value is None:
+                    if shadow in item:
+                        raise Fallback(name)
+                    continue
+            elif shadow in item:
+                raise Fallback(name)
+            if isinstance(value, list):
+                if None in value:
+                    out.extend(v for v in value if v is not None)
+                else:
+                    out.extend(value)
+            else:
+                out.append(value)
+        return out
+
+    return member
+
+
+def _then_member(base: FastFn, name: str) -> FastFn:
+    member = _member_of(name)
+    return lambda items: member(base(items))
 
 
 def _choice(item: dict[str, Any], name: str) -> Any:
@@ -106,7 +128,7 @@ def _root_member(name: str) -> FastFn:
             return [i for i in items if isinstance(i, dict) and i.get("resourceType") == name]
 
         return typed
-    return lambda items: _member(items, name)
+    return _member_of(name)
 
 
 def _singleton_bool(result: list[Any]) -> bool | None:
@@ -169,8 +191,7 @@ def _invocation_expression(node: dict[str, Any]) -> FastFn:
     left_node, right = node["children"]
     if right["type"] == "MemberInvocation":
         left = _expr(left_node)
-        name = _identifier(right["children"][0])
-        return lambda items: _member(left(items), name)
+        return _then_member(left, _identifier(right["children"][0]))
     if right["type"] == "FunctionInvocation":
         fused = _fuse_of_type(left_node, right)
         if fused is not None:
@@ -207,12 +228,12 @@ def _fuse_of_type(left_node: dict[str, Any], right: dict[str, Any]) -> FastFn | 
     ):
         base = _expr(left_node["children"][0])
         key = _identifier(left_node["children"][1]["children"][0]) + suffix
-        return lambda items: _member(base(items), key)
+        return _then_member(base, key)
     if left_node["type"] == "TermExpression":
         inner = left_node["children"][0]
         if inner["type"] == "InvocationTerm" and inner["children"][0]["type"] == "MemberInvocation":
             key = _identifier(inner["children"][0]["children"][0]) + suffix
-            return lambda items: _member(items, key)
+            return _member_of(key)
     raise Unsupported("ofType of a non-member")
 
 
@@ -238,6 +259,9 @@ def _function(node: dict[str, Any], base: FastFn) -> FastFn:
         if not params:
             return lambda items: [bool(base(items))]
         crit = _expr(params[0])
+        pred = _predicate(params[0])
+        if pred is not None:
+            return _exists_predicate(base, pred, crit)
         return lambda items: [any(_keep(crit, i) for i in base(items))]
     if name == "empty" and not params:
         return lambda items: [not base(items)]
@@ -247,12 +271,15 @@ def _function(node: dict[str, Any], base: FastFn) -> FastFn:
         return lambda items: base(items)[:1]
     if name == "where" and len(params) == 1:
         crit = _expr(params[0])
-        keyed = _member_equals_literal(params[0])
-        if keyed is not None:
-            return _where_member_equals(base, crit, *keyed)
+        pred = _predicate(params[0])
+        if pred is not None:
+            return _where_predicate(base, pred, crit)
         return lambda items: [i for i in base(items) if _keep(crit, i)]
     if name == "all" and len(params) == 1:
         crit = _expr(params[0])
+        pred = _predicate(params[0])
+        if pred is not None:
+            return _all_predicate(base, pred, crit)
         return lambda items: [all(_all_holds(crit, i) for i in base(items))]
     if name == "not" and not params:
 
@@ -295,43 +322,207 @@ def _function(node: dict[str, Any], base: FastFn) -> FastFn:
     raise Unsupported(f"function {name}")
 
 
-def _member_equals_literal(node: dict[str, Any]) -> tuple[str, str] | None:
-    """(name, literal) when a `where` criterion is `name = 'literal'` (e.g. `linkId = 'dialog-3'`)."""
-    if node["type"] != "EqualityExpression" or _op(node) != "=":
+# -- criteria read straight off one item -------------------------------------------------------
+#: The criterion of a `where`/`all`/`exists` for one item: True or False when the item's shape makes
+#: the answer certain (a plain string member with no `_shadow`, an integer `$this`), else None, and
+#: the compiled general criterion decides. A predicate evaluates in the general criterion's order
+#: and raises only where it would, so both give the same answer (pinned in test_fastpath.py).
+Predicate = Callable[[Any], bool | None]
+
+
+def _predicate(node: dict[str, Any]) -> Predicate | None:
+    """The predicate for a criterion of these shapes, else None: `name = 'literal'`, `name !=
+    'literal'`, `name.startsWith('x')`, `name.endsWith('x')`, `$this < 7` (any order operator and
+    an integer), `name.count() <= 1`, `p.not()`, `p and q`, `p or q`, `(p)`."""
+    kind = node["type"]
+    if kind == "TermExpression" and node["children"][0]["type"] == "ParenthesizedTerm":
+        return _predicate(node["children"][0]["children"][0])
+    if kind == "EqualityExpression":
+        return _equals_predicate(node)
+    if kind == "InequalityExpression":
+        return _order_predicate(node)
+    if kind == "InvocationExpression":
+        return _call_predicate(node)
+    if kind in ("AndExpression", "OrExpression"):
+        left, right = (_predicate(c) for c in node["children"])
+        if left is None or right is None:
+            return None
+        return _both(left, right) if _op(node) == "and" else _either(left, right)
+    return None
+
+
+def _simple_member(node: dict[str, Any]) -> str | None:
+    """`name` when the node is a bare lower-case member of the focus (`linkId`, `code`)."""
+    if node["type"] != "TermExpression":
         return None
-    left, right = node["children"]
-    if left["type"] != "TermExpression":
-        return None
-    term = left["children"][0]
+    term = node["children"][0]
     if term["type"] != "InvocationTerm" or term["children"][0]["type"] != "MemberInvocation":
         return None
     name = _identifier(term["children"][0]["children"][0])
-    literal = _string_constant(right)
-    if literal is None or name[:1].isupper():
+    return None if name[:1].isupper() else name
+
+
+def _is_this(node: dict[str, Any]) -> bool:
+    if node["type"] != "TermExpression":
+        return False
+    term = node["children"][0]
+    return bool(
+        term["type"] == "InvocationTerm" and term["children"][0]["type"] == "ThisInvocation"
+    )
+
+
+def _equals_predicate(node: dict[str, Any]) -> Predicate | None:
+    op = _op(node)
+    if op not in _OPS_EQ:
         return None
-    return name, literal
+    name = _simple_member(node["children"][0])
+    literal = _string_constant(node["children"][1])
+    if name is None or literal is None:
+        return None
+    shadow, negate = "_" + name, op == "!="
+
+    def equals(item: Any) -> bool | None:
+        if isinstance(item, dict):
+            value = item.get(name)
+            if type(value) is str and shadow not in item:
+                if value == literal:
+                    return not negate
+                if not _DATE_LIKE.match(value):
+                    return negate
+        return None
+
+    return equals
 
 
-def _where_member_equals(base: FastFn, crit: FastFn, name: str, literal: str) -> FastFn:
-    """`where(name = 'literal')` reading `item[name]` directly when it is a plain string (the
-    general criterion decides every other shape, so the answer is the same)."""
-    shadow = "_" + name
+def _order_predicate(node: dict[str, Any]) -> Predicate | None:
+    op = _op(node)
+    left_node, right_node = node["children"]
+    if op not in _OPS_CMP:
+        return None
+    try:
+        bound = _literal_value(right_node)
+    except Unsupported:
+        return None
+    if type(bound) is not int:
+        return None
+    order = _ORDER[op]
+    if _is_this(left_node):
 
+        def this_in_order(item: Any) -> bool | None:
+            return order(item, bound) if type(item) is int else None
+
+        return this_in_order
+    if left_node["type"] == "InvocationExpression":
+        base_node, call = left_node["children"]
+        name = _simple_member(base_node)
+        if name is None or call["type"] != "FunctionInvocation":
+            return None
+        function, params = _function_parts(call)
+        if function != "count" or params:
+            return None
+        member = _member_of(name)
+        return lambda item: order(len(member([item])), bound)
+    return None
+
+
+def _call_predicate(node: dict[str, Any]) -> Predicate | None:
+    base_node, call = node["children"]
+    if call["type"] != "FunctionInvocation":
+        return None
+    function, params = _function_parts(call)
+    if function == "not" and not params:
+        inner = _predicate(base_node)
+        if inner is None:
+            return None
+
+        def negated(item: Any) -> bool | None:
+            value = inner(item)
+            return None if value is None else not value
+
+        return negated
+    if function not in ("startsWith", "endsWith"):
+        return None
+    name = _simple_member(base_node)
+    try:
+        affix = _string_literal_param(params)
+    except Unsupported:
+        return None
+    if name is None:
+        return None
+    shadow, at_start = "_" + name, function == "startsWith"
+
+    def affixed(item: Any) -> bool | None:
+        if isinstance(item, dict):
+            value = item.get(name)
+            if type(value) is str and shadow not in item:
+                return value.startswith(affix) if at_start else value.endswith(affix)
+        return None
+
+    return affixed
+
+
+def _both(left: Predicate, right: Predicate) -> Predicate:
+    def both(item: Any) -> bool | None:
+        a = left(item)
+        if a is None:
+            return None
+        if a is False:
+            return False
+        return right(item)
+
+    return both
+
+
+def _either(left: Predicate, right: Predicate) -> Predicate:
+    def either(item: Any) -> bool | None:
+        a = left(item)
+        if a is None:
+            return None
+        if a is True:
+            return True
+        return right(item)
+
+    return either
+
+
+def _where_predicate(base: FastFn, pred: Predicate, crit: FastFn) -> FastFn:
     def where(items: list[Any]) -> list[Any]:
         out: list[Any] = []
         for i in base(items):
-            value = i.get(name) if isinstance(i, dict) else None
-            if type(value) is str and shadow not in i:
-                if value == literal:
-                    out.append(i)
-                    continue
-                if not _DATE_LIKE.match(value):
-                    continue
-            if _keep(crit, i):
+            keep = pred(i)
+            if keep is None:
+                keep = _keep(crit, i)
+            if keep:
                 out.append(i)
         return out
 
     return where
+
+
+def _exists_predicate(base: FastFn, pred: Predicate, crit: FastFn) -> FastFn:
+    def exists(items: list[Any]) -> list[Any]:
+        for i in base(items):
+            keep = pred(i)
+            if keep is None:
+                keep = _keep(crit, i)
+            if keep:
+                return [True]
+        return [False]
+
+    return exists
+
+
+def _all_predicate(base: FastFn, pred: Predicate, crit: FastFn) -> FastFn:
+    def all_hold(items: list[Any]) -> list[Any]:
+        for i in base(items):
+            holds = pred(i)
+            if holds is None:
+                holds = _all_holds(crit, i)
+            if not holds:
+                return [False]
+        return [True]
+
+    return all_hold
 
 
 def _keep(crit: FastFn, item: Any) -> bool:
@@ -434,6 +625,7 @@ def _inequality(node: dict[str, Any]) -> FastFn:
     if op not in _OPS_CMP:
         raise Unsupported(op)
     left, right = (_expr(c) for c in node["children"])
+    order = _ORDER[op]
 
     def compare(items: list[Any]) -> list[Any]:
         a, b = left(items), right(items)
@@ -446,7 +638,7 @@ def _inequality(node: dict[str, Any]) -> FastFn:
             raise Fallback("comparison of booleans")
         if not (isinstance(x, int | float) and isinstance(y, int | float)):
             raise Fallback("comparison of non-numbers")
-        return [{"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]]
+        return [order(x, y)]
 
     return compare
 
@@ -491,6 +683,31 @@ def _logic(node: dict[str, Any]) -> FastFn:
     combine = _COMBINE.get(op)
     if combine is None:
         raise Unsupported(op)
+    if op == "and":
+
+        def conjunction(items: list[Any]) -> list[Any]:
+            """`_and` inlined (the commonest operator): no closure per call for the lazy side."""
+            a = _singleton_bool(left(items))
+            if a is False:
+                return [False]
+            b = _singleton_bool(right(items))
+            if b is False:
+                return [False]
+            return [True] if a is True and b is True else []
+
+        return conjunction
+    if op == "or":
+
+        def disjunction(items: list[Any]) -> list[Any]:
+            a = _singleton_bool(left(items))
+            if a is True:
+                return [True]
+            b = _singleton_bool(right(items))
+            if b is True:
+                return [True]
+            return [False] if a is False and b is False else []
+
+        return disjunction
 
     def logic(items: list[Any]) -> list[Any]:
         result = combine(_singleton_bool(left(items)), lambda: _singleton_bool(right(items)))

@@ -133,6 +133,40 @@ def test_fast_path_agrees_with_fhirpathpy_on_every_fixture(
         ("flag.not()", {"flag": False}, [True]),
         ("CarePlan.status = 'active'", {"resourceType": "CarePlan", "status": "active"}, [True]),
         ("Goal.status.exists()", {"resourceType": "CarePlan", "status": "active"}, [False]),
+        # criteria read straight off each item (`_predicate`), and their general fall-through
+        ("x.where(y != 'k').count()", {"x": [{"y": "k"}, {"y": "j"}, {}]}, [1]),
+        ("x.where(y.startsWith('d-')).count()", {"x": [{"y": "d-1"}, {"y": "e-1"}, {}]}, [1]),
+        ("x.where(y.endsWith('-h')).count()", {"x": [{"y": "d-h"}, {"y": "d"}, {"z": 1}]}, [1]),
+        ("x.where(y.startsWith('d-')).count()", {"x": [{"y": ["d-1"]}, "s", {"y": "d-2"}]}, [2]),
+        (
+            "x.where(y.startsWith('d-') and y.endsWith('-h').not()).count()",
+            {"x": [{"y": "d-1"}, {"y": "d-1-h"}, {"y": "e-1"}, {}]},
+            [1],
+        ),
+        (
+            "x.where((s = 'a' and c = 'b') or (s = 'q' and c = 'r')).count()",
+            {"x": [{"s": "a", "c": "b"}, {"s": "q", "c": "r"}, {"s": "a"}, {"c": "b"}, {}]},
+            [2],
+        ),
+        ("x.where(s = 'a' and c = 'b').exists()", {"x": [{"s": "a"}, {"c": "b"}]}, [False]),
+        ("x.where(s = 'a' or c = 'b').count()", {"x": [{"c": "b"}, {"s": "z"}]}, [1]),
+        ("x.all(y.startsWith('d'))", {"x": [{"y": "d1"}, {"y": "e1"}]}, [False]),
+        ("x.all(y.startsWith('d'))", {"x": [{"y": "d1"}, {}]}, [False]),
+        ("x.exists(y = 'k')", {"x": [{"y": "j"}, {"y": "k"}]}, [True]),
+        ("x.exists(y = 'k')", {"x": [{"y": "j"}, {}]}, [False]),
+        ("x.all($this >= 1 and $this <= 7)", {"x": [1, 7, 4]}, [True]),
+        ("x.all($this >= 1 and $this <= 7)", {"x": [1, 8]}, [False]),
+        ("x.all($this > 1 and $this < 7)", {"x": [1]}, [False]),
+        ("x.all($this >= 1)", {"x": [1.5, 2]}, [True]),
+        ("x.where($this < 3).count()", {"x": [1, 2, 3, 4]}, [2]),
+        ("x.all(a.count() <= 1)", {"x": [{"a": [1]}, {"a": [1, 2]}]}, [False]),
+        ("x.all(a.count() <= 1)", {"x": [{"a": [1]}, {}, "s"]}, [True]),
+        ("x.all(a.count() > 0)", {"x": [{"a": 1}, {"b": 1}]}, [False]),
+        ("a.b.c", {"a": [{"b": {"c": [1, 2]}}, {"b": [{"c": 3}, {}]}]}, [1, 2, 3]),
+        ("a.count() >= 2 or b.exists()", {"b": 1}, [True]),
+        ("a.count() >= 2 or b.exists()", {"a": 1}, [False]),
+        ("a = 'q' or b = 'r'", {}, []),
+        ("a.exists() xor b.exists()", {"a": 1}, [True]),
     ],
 )
 def test_fast_path_semantics_match_fhirpathpy(
@@ -152,6 +186,17 @@ def test_fast_path_semantics_match_fhirpathpy(
         ("a.where(b = 'k')", {"a": [{"b": "k", "_b": {"extension": []}}]}),
         ("a.where(b = 'k')", {"a": [{"b": "2026-01-01"}]}),
         ("a.where(b = 'k')", {"a": [{"b": 3}]}),
+        # the item predicates hand every uncertain item to the general criterion
+        ("a.where(b != 'k')", {"a": [{"b": "2026-01-01"}]}),
+        ("a.where(b.startsWith('k'))", {"a": [{"b": "k", "_b": {"extension": []}}]}),
+        ("a.where(b.startsWith('k'))", {"a": [{"b": 3}]}),
+        ("a.where(b = 'k' and c = 'j')", {"a": [{"b": "k", "c": "2026-01-01"}]}),
+        ("a.where(b = 'k' or c = 'j')", {"a": [{"b": "2026", "c": "j"}]}),
+        ("a.where(b.endsWith('k').not())", {"a": [{"b": ["x", "y"]}]}),
+        ("a.all($this >= 1)", {"a": [True]}),
+        ("a.all($this >= 1)", {"a": ["2"]}),
+        ("a.all(b.count() <= 1)", {"a": [{"b": 1, "_b": {"extension": []}}]}),
+        ("a.exists(b = 'k')", {"a": [{"b": "k", "_b": {"extension": []}}]}),
     ],
 )
 def test_data_outside_the_subset_falls_back(expression: str, resource: dict[str, Any]) -> None:
@@ -195,3 +240,64 @@ def test_a_rule_that_raises_becomes_an_exception_issue_naming_it() -> None:
     assert rendered["code"] == "exception"
     assert rendered["details"]["coding"][0]["code"] == "S000-REF-URG-01"
     assert "Mrs Example" not in str(operation_outcome(issues))
+
+
+_ITEMS: list[Any] = [
+    {"linkId": "dialog-1", "answer": [{"valueInteger": 3}]},
+    {"linkId": "dialog-1-help", "answer": [{"valueBoolean": False}, {"valueBoolean": True}]},
+    {"linkId": "other"},
+    {"linkId": "2026-01-01"},
+    {"linkId": ["dialog-1"]},
+    {"linkId": 7},
+    {"linkId": "dialog-2", "_linkId": {"extension": []}},
+    {"system": "s", "code": "c"},
+    {"system": "s", "code": "d"},
+    {"system": "t"},
+    {},
+    "dialog-1",
+    0,
+    1,
+    7,
+    8,
+    True,
+    2.5,
+]
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        "linkId = 'dialog-1'",
+        "linkId != 'dialog-1'",
+        "linkId.startsWith('dialog-')",
+        "linkId.endsWith('-help')",
+        "linkId.startsWith('dialog-') and linkId.endsWith('-help').not()",
+        "(system = 's' and code = 'c') or (system = 't' and code = 'd')",
+        "system = 's' or code = 'd'",
+        "$this >= 1 and $this <= 7",
+        "$this < 7",
+        "$this > 1",
+        "answer.count() <= 1",
+    ],
+)
+def test_item_predicate_agrees_with_the_general_criterion(criterion: str) -> None:
+    """Where an item predicate answers, it answers as the general criterion does."""
+    from fhirpathpy.parser import parse
+
+    from adapter.policy import fastpath
+
+    node = parse(criterion)["children"][0]  # type: ignore[no-untyped-call]  # fhirpathpy is untyped
+    pred, crit = fastpath._predicate(node), fastpath._expr(node)
+    assert pred is not None, criterion
+    answered = 0
+    for item in _ITEMS:
+        try:
+            got = pred(item)
+        except Fallback:
+            with pytest.raises(Fallback):
+                crit([item])
+            continue
+        if got is not None:
+            answered += 1
+            assert [got] == crit([item]), (criterion, item)
+    assert answered, criterion
