@@ -49,6 +49,10 @@ FHIR_TYPES: Final = (  # noqa: SIM905  (a word list reads better than 50 quoted 
 ).split()
 _FHIR_TYPE_SET: Final = frozenset(FHIR_TYPES)
 _DATE_LIKE: Final = re.compile(r"^@?\d{4}(-\d\d(-\d\d(T[\d:.]*(Z|[+-]\d\d:\d\d)?)?)?)?$")
+#: First characters that rule a string out of `_DATE_LIKE` without running it (ASCII other than
+#: `@` and digits; `\d` also matches non-ASCII digits, so anything else still goes to the regex).
+#: `value[:1] in _NOT_DATE_START or not _DATE_LIKE.match(value)` is the hot-loop form.
+_NOT_DATE_START: Final = frozenset(chr(c) for c in range(128)) - frozenset("@0123456789")
 _OPS_EQ: Final = {"=", "!="}
 _OPS_CMP: Final = {"<", "<=", ">", ">="}
 _ORDER: Final[dict[str, Callable[[Any, Any], bool]]] = {
@@ -271,6 +275,9 @@ def _function(node: dict[str, Any], base: FastFn) -> FastFn:
         return lambda items: base(items)[:1]
     if name == "where" and len(params) == 1:
         crit = _expr(params[0])
+        shape = _equals_shape(params[0])
+        if shape is not None and not shape[2]:
+            return _where_equals(base, crit, shape[0], shape[1])
         pred = _predicate(params[0])
         if pred is not None:
             return _where_predicate(base, pred, crit)
@@ -371,15 +378,23 @@ def _is_this(node: dict[str, Any]) -> bool:
     )
 
 
-def _equals_predicate(node: dict[str, Any]) -> Predicate | None:
-    op = _op(node)
-    if op not in _OPS_EQ:
+def _equals_shape(node: dict[str, Any]) -> tuple[str, str, bool] | None:
+    """(name, literal, negated) for `name = 'literal'` or `name != 'literal'`."""
+    if node["type"] != "EqualityExpression" or _op(node) not in _OPS_EQ:
         return None
     name = _simple_member(node["children"][0])
     literal = _string_constant(node["children"][1])
     if name is None or literal is None:
         return None
-    shadow, negate = "_" + name, op == "!="
+    return name, literal, _op(node) == "!="
+
+
+def _equals_predicate(node: dict[str, Any]) -> Predicate | None:
+    shape = _equals_shape(node)
+    if shape is None:
+        return None
+    name, literal, negate = shape
+    shadow = "_" + name
 
     def equals(item: Any) -> bool | None:
         if isinstance(item, dict):
@@ -387,11 +402,34 @@ def _equals_predicate(node: dict[str, Any]) -> Predicate | None:
             if type(value) is str and shadow not in item:
                 if value == literal:
                     return not negate
-                if not _DATE_LIKE.match(value):
+                if value[:1] in _NOT_DATE_START or not _DATE_LIKE.match(value):
                     return negate
         return None
 
     return equals
+
+
+def _where_equals(base: FastFn, crit: FastFn, name: str, literal: str) -> FastFn:
+    """`where(name = 'literal')` (the commonest criterion: `linkId = 'dialog-3'`), the equality
+    predicate inlined into the loop."""
+    shadow = "_" + name
+
+    def where(items: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for i in base(items):
+            if isinstance(i, dict):
+                value = i.get(name)
+                if type(value) is str and shadow not in i:
+                    if value == literal:
+                        out.append(i)
+                        continue
+                    if value[:1] in _NOT_DATE_START or not _DATE_LIKE.match(value):
+                        continue
+            if _keep(crit, i):
+                out.append(i)
+        return out
+
+    return where
 
 
 def _order_predicate(node: dict[str, Any]) -> Predicate | None:
@@ -602,7 +640,7 @@ def _equality(node: dict[str, Any]) -> FastFn:
         if len(a) != 1:
             return [negate]
         x = a[0]
-        if type(x) is str and (x == literal or not _DATE_LIKE.match(x)):
+        if type(x) is str and (x == literal or x[:1] in _NOT_DATE_START or not _DATE_LIKE.match(x)):
             return [(x == literal) != negate]
         return equal(items)
 

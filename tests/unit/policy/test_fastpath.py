@@ -301,3 +301,27 @@ def test_item_predicate_agrees_with_the_general_criterion(criterion: str) -> Non
             answered += 1
             assert [got] == crit([item]), (criterion, item)
     assert answered, criterion
+
+
+@pytest.mark.parametrize(
+    ("expression", "resource", "expected"),
+    [
+        # `_NOT_DATE_START` only skips the date regex for ASCII first characters; a string that
+        # starts with a non-ASCII digit is still date-like to the regex (`\d`) and falls back
+        ("x.where(y = 'k').count()", {"x": [{"y": "k"}, {"y": "\u0662026"}]}, None),
+        ("x.where(y = 'k').count()", {"x": [{"y": "k"}, {"y": "@2026"}]}, None),
+        ("x.where(y = 'k').count()", {"x": [{"y": "k"}, {"y": ""}, {"y": "a2026"}]}, [1]),
+        ("y = 'k'", {"y": "\u0662026"}, None),
+        ("y = 'k'", {"y": "2026x"}, [False]),
+    ],
+)
+def test_the_date_check_shortcut_is_exact(
+    expression: str, resource: dict[str, Any], expected: list[Any] | None
+) -> None:
+    fast = compile_fast(expression)
+    if expected is None:
+        with pytest.raises(Fallback):
+            fast([resource])
+    else:
+        assert fast([resource]) == expected
+        assert compile_fhirpath(expression, "test")(resource) == expected
