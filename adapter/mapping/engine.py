@@ -84,64 +84,162 @@ def _segments(path: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(out)
 
 
+#: `[+]` (append) in a compiled path; other indexes are the int they spell
+_APPEND: Final = -1
+_Compiled = tuple[tuple[str, int | None], ...]
+
+
+@lru_cache(maxsize=4096)
+def _compiled(path: str) -> tuple[_Compiled, str | None]:
+    """The segments with their indexes as ints (`[+]` is _APPEND), and the concrete path set_path
+    returns when that is fixed (no `[+]`): a rule's `to` is parsed once, not on every record."""
+    segments = tuple(
+        (name, None if index is None else _APPEND if index == "+" else int(index))
+        for name, index in _segments(path)
+    )
+    if any(index == _APPEND for _, index in segments):
+        return segments, None
+    return segments, ".".join(name if i is None else f"{name}[{i}]" for name, i in segments)
+
+
+@lru_cache(maxsize=4096)
+def _readable(path: str) -> _Compiled | None:
+    """The segments get_path walks, or None when nothing can be read there (a bad path, or `[+]`,
+    which names an element not made yet)."""
+    try:
+        segments, concrete = _compiled(path)
+    except ValueError:
+        return None
+    return segments if concrete is not None else None
+
+
 def set_path(target: JsonObject, path: str, value: Any) -> str:
     """Sets `a.b[0].c` (or appends with `[+]`), creating containers; returns the concrete path."""
-    segments = _segments(path)
+    segments, fixed = _compiled(path)
     node: Any = target
     concrete: list[str] = []
     last_i = len(segments) - 1
     for i, (name, index) in enumerate(segments):
         last = i == last_i
         if index is None:
-            concrete.append(name)
+            if fixed is None:
+                concrete.append(name)
             if last:
                 node[name] = value
             else:
                 node = node.setdefault(name, {})
             continue
         items = node.setdefault(name, [])
-        if index == "+":
+        if index == _APPEND:
             items.append(value if last else {})
             pos = len(items) - 1
         else:
-            pos = int(index)
+            pos = index
             while len(items) <= pos:
                 items.append({})
             if last:
                 items[pos] = value
-        concrete.append(f"{name}[{pos}]")
+        if fixed is None:
+            concrete.append(f"{name}[{pos}]")
         if not last:
             node = items[pos]
-    return ".".join(concrete)
+    return fixed if fixed is not None else ".".join(concrete)
 
 
 def get_path(node: Any, path: str) -> Any:
-    try:
-        segments = _segments(path)
-    except ValueError:
+    segments = _readable(path)
+    if segments is None:
         return None
     for name, index in segments:
         if not isinstance(node, dict):
             return None
         node = node.get(name)
         if index is not None:
-            if not isinstance(node, list) or index == "+" or int(index) >= len(node):
+            if not isinstance(node, list) or index >= len(node):
                 return None
-            node = node[int(index)]
+            node = node[index]
         if node is None:
             return None
     return node
 
 
+#: what prune_empty removes; compared with `in` (equality), as JSON values compare
+_EMPTY: Final[tuple[Any, ...]] = ({}, [], "", None)
+
+
 def prune_empty(node: Any) -> Any:
-    """Removes empty dicts/lists/strings left by rules whose source was absent (no empty elements)."""
+    """Removes empty dicts/lists/strings left by rules whose source was absent (no empty elements).
+
+    Always returns fresh containers, so the output never shares a dict or list with the mapping
+    file (a `const` or `setting` value). The common leaf types are tested by exact type first:
+    a non-empty str, an int, a float or a bool is never equal to an empty value."""
     if isinstance(node, dict):
-        cleaned = {k: prune_empty(v) for k, v in node.items()}
-        return {k: v for k, v in cleaned.items() if v not in ({}, [], "", None)}
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            kind = type(value)
+            if kind is str:
+                if value:
+                    out[key] = value
+            elif kind is int or kind is float or kind is bool:
+                out[key] = value
+            elif isinstance(value, dict | list):
+                pruned = prune_empty(value)
+                if pruned:
+                    out[key] = pruned
+            elif value not in _EMPTY:
+                out[key] = value
+        return out
     if isinstance(node, list):
-        cleaned_list = [prune_empty(v) for v in node]
-        return [v for v in cleaned_list if v not in ({}, [], "", None)]
+        kept: list[Any] = []
+        for value in node:
+            kind = type(value)
+            if kind is str:
+                if value:
+                    kept.append(value)
+            elif kind is int or kind is float or kind is bool:
+                kept.append(value)
+            elif isinstance(value, dict | list):
+                pruned = prune_empty(value)
+                if pruned:
+                    kept.append(pruned)
+            elif value not in _EMPTY:
+                kept.append(value)
+        return kept
     return node
+
+
+# -- selectors ----------------------------------------------------------------------------------
+_LITERAL: Final = 0  # 'crisis': the text itself
+_ABSOLUTE: Final = 1  # /PID-3: a record key, even inside a group instance
+_SELECTED: Final = 2  # PID-3(5=NH).1: the group instance whose key holds the value, then its local
+_LOCAL: Final = 3  # OBX-5: the instance's local key, or a record key outside a group
+#: (kind, text or key or group, match key, match value, local key)
+_Alternative = tuple[int, str, str, str, str]
+
+
+@lru_cache(maxsize=4096)
+def _selector(selector: str) -> tuple[_Alternative, ...]:
+    """A selector parsed once: its ` ?? ` alternatives, each classified as `_Run.read` reads it."""
+    out: list[_Alternative] = []
+    for alternative in selector.split(" ?? ") if " ?? " in selector else (selector,):
+        if alternative.startswith("'") and alternative.endswith("'"):
+            out.append((_LITERAL, alternative[1:-1], "", "", ""))
+        elif alternative.startswith("/"):
+            out.append((_ABSOLUTE, alternative[1:], "", "", ""))
+        elif (m := _SELECT.match(alternative)) is not None:
+            out.append((_SELECTED, m["group"], m["key"], m["value"], m["local"] or "."))
+        else:
+            out.append((_LOCAL, alternative, "", "", ""))
+    return tuple(out)
+
+
+@lru_cache(maxsize=1024)
+def _conditions(where: tuple[tuple[str, str], ...]) -> tuple[tuple[str, bool, str], ...]:
+    """`selector: value` pairs as (selector, negated, value): `!X` means anything but X."""
+    return tuple(
+        (selector, expected.startswith("!"), expected[1:] if expected.startswith("!") else expected)
+        for selector, expected in where
+    )
 
 
 # -- the engine ----------------------------------------------------------------------------------
@@ -161,48 +259,49 @@ class _Run:
         self.built: dict[str, list[MappedResource]] = {}
 
     # selectors
-    def locate(self, selector: str, instance: GroupInstance | None) -> str | None:
-        """The global key a selector points at (None when absent or empty)."""
-        if selector.startswith("/"):
-            return self.record.resolve(selector[1:])
-        m = _SELECT.match(selector)
-        if m is not None:
-            for inst in self.record.group(m["group"]):
-                key_global = inst.keys.get(m["key"])
-                if key_global is not None and self.record.values.get(key_global) == m["value"]:
+    def _locate(
+        self,
+        kind: int,
+        name: str,
+        match_key: str,
+        match_value: str,
+        local: str,
+        instance: GroupInstance | None,
+    ) -> str | None:
+        """The global key one compiled alternative points at (None when absent or empty)."""
+        record = self.record
+        if kind == _ABSOLUTE:
+            return record.resolve(name)
+        if kind == _SELECTED:
+            values = record.values
+            for inst in record.group(name):
+                key_global = inst.keys.get(match_key)
+                if key_global is not None and values.get(key_global) == match_value:
                     self.result.used.add(key_global)
-                    local = m["local"] or "."
                     real = inst.keys.get(local)
-                    return self.record.resolve(real) if real else None
+                    return record.resolve(real) if real else None
             return None
         if instance is not None:
-            real = instance.keys.get(selector)
-            return self.record.resolve(real) if real else None
-        return self.record.resolve(selector)
+            real = instance.keys.get(name)
+            return record.resolve(real) if real else None
+        return record.resolve(name)
 
     def read(self, selector: str, instance: GroupInstance | None) -> tuple[str | None, str | None]:
         """(value, global key). A quoted selector (`'crisis'`) is a literal; `a ?? b` the first present."""
-        if " ?? " in selector:
-            for alternative in selector.split(" ?? "):
-                found = self.read(alternative, instance)
-                if found[0] is not None:
-                    return found
-            return None, None
-        if selector.startswith("'") and selector.endswith("'"):
-            return selector[1:-1], None
-        key = self.locate(selector, instance)
-        if key is None:
-            return None, None
-        self.result.used.add(key)
-        return self.record.values[key], key
+        for kind, name, match_key, match_value, local in _selector(selector):
+            if kind == _LITERAL:
+                return name, None
+            key = self._locate(kind, name, match_key, match_value, local, instance)
+            if key is not None:
+                self.result.used.add(key)
+                return self.record.values[key], key
+        return None, None
 
     def matches(self, where: tuple[tuple[str, str], ...], instance: GroupInstance | None) -> bool:
         """Every `selector: value` holds; a value written `!X` holds when the field is anything but X."""
-        for selector, expected in where:
+        for selector, negated, expected in _conditions(where):
             value, _ = self.read(selector, instance)
-            if expected.startswith("!") and value == expected[1:]:
-                return False
-            if not expected.startswith("!") and value != expected:
+            if value == expected if negated else value != expected:
                 return False
         return True
 
@@ -308,6 +407,8 @@ class _Run:
                 continue
             close = t.path.index("]", len(prefix))
             old = int(t.path[len(prefix) : close])
+            if new_index[old] == old and t.path[len(prefix) : close] == str(old):
+                continue  # the same entry would be rebuilt
             self.result.trace[j] = TraceEntry(
                 t.resource,
                 f"{prefix}{new_index[old]}{t.path[close:]}",
@@ -526,14 +627,16 @@ class _Run:
         if not isinstance(items, list):
             return None
         found: dict[str, Decimal] = {}
+        minimum = None if spec.minimum is None else Decimal(str(spec.minimum))
+        maximum = None if spec.maximum is None else Decimal(str(spec.maximum))
         for item in items:
             key = get_path(item, spec.key)
             value = get_path(item, spec.value)
             if key in spec.keys and isinstance(value, int | float) and not isinstance(value, bool):
                 number = Decimal(str(value))
-                if spec.minimum is not None and number < Decimal(str(spec.minimum)):
+                if minimum is not None and number < minimum:
                     continue
-                if spec.maximum is not None and number > Decimal(str(spec.maximum)):
+                if maximum is not None and number > maximum:
                     continue
                 found[str(key)] = number
         if spec.require_all and set(found) != set(spec.keys):
@@ -548,28 +651,41 @@ class _Run:
         return int(rounded) if rounded == rounded.to_integral_value() else float(rounded)
 
     def report_unused(self) -> None:
+        """One information issue per non-empty source field no rule read: ~100 per v2 message, so
+        the rule strings are built once per run and each Issue directly."""
         ignore = _ignore_matcher(self.spec.ignore)
+        used = self.result.used
+        ignored = self.result.ignored
+        unmapped = self.result.unmapped
+        issues = self.result.issues
+        prefix = self.spec.rule_prefix
+        ignore_rule = f"rule {prefix}#ignore"
+        unmapped_rule = f"rule {prefix}#unmapped"
         for key in self.record.non_empty_keys():
-            if key in self.result.used:
+            if key in used:
                 continue
             reason = ignore(key)
             if reason is not None:
-                self.result.ignored.append(key)
-                self.issue(
-                    "information",
-                    "informational",
-                    f"Source field {key} deliberately not mapped: {reason}",
-                    key,
-                    f"{self.spec.rule_prefix}#ignore",
+                ignored.append(key)
+                issues.append(
+                    Issue(
+                        "information",
+                        "informational",
+                        f"Source field {key} deliberately not mapped: {reason}",
+                        expression=key,
+                        diagnostics=ignore_rule,
+                    )
                 )
             else:
-                self.result.unmapped.append(key)
-                self.issue(
-                    "information",
-                    "informational",
-                    f"Source field {key} is not mapped",
-                    key,
-                    f"{self.spec.rule_prefix}#unmapped",
+                unmapped.append(key)
+                issues.append(
+                    Issue(
+                        "information",
+                        "informational",
+                        f"Source field {key} is not mapped",
+                        expression=key,
+                        diagnostics=unmapped_rule,
+                    )
                 )
 
 
@@ -583,6 +699,7 @@ def _ignore_matcher(ignore: tuple[tuple[str, str], ...]) -> Callable[[str], str 
         "|".join(f"(?P<p{i}>{translate(pattern)})" for i, (pattern, _) in enumerate(ignore))
     )
 
+    @lru_cache(maxsize=4096)  # source keys recur from record to record (`OBX[3]-1`)
     def reason(key: str) -> str | None:
         m = combined.match(key)
         if m is None:
