@@ -33,16 +33,19 @@ class _Subject:
     """One resource under evaluation. The fast evaluator reads the JSON as given (Decimal-safe);
     the plain copy fhirpathpy needs is made at most once, and only if something falls back."""
 
-    __slots__ = ("_plain", "resource")
+    __slots__ = ("_focus", "_plain", "resource")
 
     def __init__(self, resource: JsonObject) -> None:
         self.resource = resource
+        #: the focus collection, shared by every fast evaluation (they build new lists, never
+        #: change the one they are given)
+        self._focus = [resource]
         self._plain: JsonObject | None = None
 
     def holds(self, fast: FastFn | None, compiled: Compiled) -> bool:
         if fast is not None:
             try:
-                return fast([self.resource]) == [True]
+                return fast(self._focus) == [True]
             except Fallback:
                 pass
         if self._plain is None:
@@ -72,6 +75,11 @@ class PolicyEngine:
         )
         self._index: dict[tuple[str, ...], dict[str, tuple[Rule, ...]]] = {}
         self._rules: dict[str, Rule] = {r.id: r for p in self.packs.values() for r in p.rules}
+        #: resource types some loaded rule applies to, whatever the selection (overrides only
+        #: change or remove rules): any other type is judged by no rule
+        self._judged: frozenset[str] = frozenset(
+            r.applies_to for p in self.packs.values() for r in p.rules
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PolicyEngine:
@@ -132,8 +140,12 @@ class PolicyEngine:
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, resource: JsonObject, ctx: ValidationContext) -> list[Issue]:
-        result = self.evaluate_traced(resource, ctx)
         rt = str(resource.get("resourceType"))
+        if rt not in self._judged:
+            # no pack has a rule for it (a Patient, an Observation): no selection could judge it,
+            # so neither the jurisdiction walk nor the trace is needed
+            return []
+        result = self.evaluate_traced(resource, ctx)
         if rt in ARTEFACT_TYPES and not result.evaluated and self._rules_for(result.packs).get(rt):
             # Never a silent bypass: an artefact the packs cover but that no rule recognised (its
             # category/profile codings did not match) is accepted, and the caller is told.
@@ -156,14 +168,17 @@ class PolicyEngine:
         if not rules:
             return Evaluation([], (), names)
         subject = _Subject(resource)
-        profiles = set((resource.get("meta") or {}).get("profile") or [])
+        profiles: set[str] | None = None
         guard_cache: dict[str, bool] = {}
         issues: list[Issue] = []
         evaluated: list[str] = []
         overridable: set[str] = set()
         for rule in rules:
-            if rule.profile and rule.profile not in profiles:
-                continue
+            if rule.profile:
+                if profiles is None:
+                    profiles = set((resource.get("meta") or {}).get("profile") or [])
+                if rule.profile not in profiles:
+                    continue
             if rule.guard is not None:
                 hit = guard_cache.get(rule.guard.key)
                 if hit is None:
@@ -190,11 +205,11 @@ class PolicyEngine:
 
     def _run(self, rule: Rule, subject: _Subject, ctx: ValidationContext) -> list[Issue]:
         resource = subject.resource
-        where = rule.location or str(resource.get("resourceType"))
         if rule.compiled is not None:
             if subject.holds(rule.fast, rule.compiled):
                 return []
-            return [self._issue(rule, where, None)]
+            return [self._issue(rule, rule.location or str(resource.get("resourceType")), None)]
+        where = rule.location or str(resource.get("resourceType"))
         findings = CHECKS[str(rule.check)](resource, ctx, rule.params)
         return [self._issue(rule, f.location or where, f.detail) for f in findings]
 

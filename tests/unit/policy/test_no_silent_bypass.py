@@ -46,3 +46,23 @@ def test_recognised_referral_gets_no_bypass_warning():
 def test_types_outside_the_artefacts_get_no_bypass_warning():
     engine = PolicyEngine.from_settings(Settings())
     assert engine.evaluate({"resourceType": "Patient"}, ValidationContext()) == []
+
+
+def test_a_type_no_pack_judges_skips_selection_and_is_not_judged(monkeypatch):
+    """A Patient or a Practitioner has no rule in any pack, Welsh or English: evaluate() answers
+    at once, without walking it for jurisdiction."""
+    from adapter.policy import jurisdiction
+
+    engine = PolicyEngine.from_settings(Settings())
+    judged = {r.applies_to for r in engine.rules()}
+    assert "Patient" not in judged
+    assert "Practitioner" not in judged
+
+    def no_walk(*_args):
+        raise AssertionError("jurisdiction walked for a type no rule judges")
+
+    monkeypatch.setattr(jurisdiction, "detect", no_walk)
+    assert (
+        engine.evaluate({"resourceType": "Practitioner", "active": True}, ValidationContext()) == []
+    )
+    assert engine.evaluate({"resourceType": "Patient"}, ValidationContext()) == []
