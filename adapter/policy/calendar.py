@@ -34,10 +34,13 @@ def is_working_day(day: date, subdivision: Subdivision = DEFAULT_SUBDIVISION) ->
     return day.weekday() < 5 and not is_bank_holiday(day, subdivision)
 
 
+@lru_cache(maxsize=4096)
 def add_working_days(
     start: date, count: int, subdivision: Subdivision = DEFAULT_SUBDIVISION
 ) -> date:
     """The date `count` working days after `start` (start itself is day 0, whatever it is).
+    Cached: a pure function of its arguments, walked day by day, and asked for the same anchor
+    dates by several rules (a discharge letter's 5- and 10-working-day deadlines).
 
     "Within 5 working days" of a Wednesday 23 Dec 2026 is Monday 4 Jan 2027: 25 Dec, 28 Dec
     (Boxing Day substitute) and 1 Jan are bank holidays.
