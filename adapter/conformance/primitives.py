@@ -7,6 +7,7 @@ are also checked against the calendar (R4's regexes accept 2023-02-30; the spec'
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from functools import cache
@@ -17,25 +18,6 @@ from adapter.fhir.types import JsonValue
 
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
-_STRING_TYPES: Final = frozenset(
-    {
-        "string",
-        "code",
-        "id",
-        "markdown",
-        "uri",
-        "url",
-        "canonical",
-        "oid",
-        "uuid",
-        "base64Binary",
-        "date",
-        "dateTime",
-        "instant",
-        "time",
-        "xhtml",
-    }
-)
 _INTEGER_TYPES: Final = frozenset({"integer", "positiveInt", "unsignedInt"})
 _DATE_PREFIX: Final = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 _TZ_REQUIRED: Final = re.compile(r"T.*(Z|[+-]\d{2}:\d{2})$")
@@ -51,15 +33,33 @@ def _regex(type_code: str) -> re.Pattern[str] | None:
 
 def primitive_problem(type_code: str, value: JsonValue) -> str | None:
     """Why `value` is not a valid R4 `type_code`, or None. The text never echoes the value."""
-    if type_code.startswith("http://hl7.org/fhirpath/System."):
-        type_code = "string"
-    if type_code == "boolean":
-        return None if isinstance(value, bool) else "must be a JSON boolean"
-    if type_code == "decimal":
-        if isinstance(value, bool) or not isinstance(value, (int, Decimal, float)):
-            return "must be a JSON number"
-        return None
-    if type_code in _INTEGER_TYPES:
+    return primitive_checker(type_code)(value)
+
+
+PrimitiveCheck = Callable[[JsonValue], str | None]
+
+
+def _boolean(value: JsonValue) -> str | None:
+    return None if isinstance(value, bool) else "must be a JSON boolean"
+
+
+def _decimal(value: JsonValue) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal, float)):
+        return "must be a JSON number"
+    return None
+
+
+def _xhtml(value: JsonValue) -> str | None:
+    if not isinstance(value, str):
+        return "must be a JSON string"
+    return None if value.strip().startswith("<div") else "must be an XHTML <div>"
+
+
+def _integer_checker(type_code: str) -> PrimitiveCheck:
+    low = {"positiveInt": 1, "unsignedInt": 0}.get(type_code)
+    too_low = "must be 1 or more" if type_code == "positiveInt" else "must be 0 or more"
+
+    def check(value: JsonValue) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
             if (
                 isinstance(value, Decimal)
@@ -72,32 +72,51 @@ def primitive_problem(type_code: str, value: JsonValue) -> str | None:
                 return "must be a JSON integer"
         if not _INT32_MIN <= value <= _INT32_MAX:
             return "is outside the 32-bit integer range"
-        if type_code == "positiveInt" and value < 1:
-            return "must be 1 or more"
-        if type_code == "unsignedInt" and value < 0:
-            return "must be 0 or more"
+        if low is not None and value < low:
+            return too_low
         return None
-    if type_code in _STRING_TYPES or type_code not in ("boolean", "decimal"):
+
+    return check
+
+
+def _string_checker(type_code: str) -> PrimitiveCheck:
+    rx = _regex(type_code) if type_code not in ("string", "markdown") else None
+    uuid = type_code in ("uri", "uuid", "url", "canonical")
+    calendar = type_code in ("date", "dateTime", "instant")
+    invalid = f"is not a valid {type_code}"
+
+    def check(value: JsonValue) -> str | None:
         if not isinstance(value, str):
             return "must be a JSON string"
-        if type_code == "xhtml":
-            return None if value.strip().startswith("<div") else "must be an XHTML <div>"
         if len(value) > _MAX_STRING:
             return "exceeds 1 MB"
         if value == "":
             return "must not be empty"
-        rx = _regex(type_code)
-        if rx is not None and type_code not in ("string", "markdown") and not rx.fullmatch(value):
-            return f"is not a valid {type_code}"
-        if (
-            value.startswith("urn:uuid:")
-            and type_code in ("uri", "uuid", "url", "canonical")
-            and (not _UUID.fullmatch(value))
-        ):
+        if rx is not None and not rx.fullmatch(value):
+            return invalid
+        if uuid and value.startswith("urn:uuid:") and not _UUID.fullmatch(value):
             return "is not a valid UUID (urn:uuid: with a lowercase RFC 4122 UUID)"
-        if type_code in ("date", "dateTime", "instant"):
+        if calendar:
             return _calendar_problem(value, type_code)
-    return None
+        return None
+
+    return check
+
+
+@cache
+def primitive_checker(type_code: str) -> PrimitiveCheck:
+    """The format check for `type_code`, built once per type: the walk calls it per value."""
+    if type_code.startswith("http://hl7.org/fhirpath/System."):
+        type_code = "string"
+    if type_code == "boolean":
+        return _boolean
+    if type_code == "decimal":
+        return _decimal
+    if type_code in _INTEGER_TYPES:
+        return _integer_checker(type_code)
+    if type_code == "xhtml":
+        return _xhtml
+    return _string_checker(type_code)  # every other primitive is a JSON string
 
 
 def _calendar_problem(value: str, type_code: str) -> str | None:

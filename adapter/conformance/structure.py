@@ -3,8 +3,12 @@
 At each node it checks what needs the element's definition: primitive formats, required bindings,
 `ele-1` (no empty elements) and `ext-1` natively, cardinality minimums, and the element's
 error-severity invariants (through `InvariantRunner`). It collects every Reference with the target
-types its element allows, for `references.py`. Unknown properties are left to the structural parse
-(fhir.resources), which has already answered 400 for them.
+types its element allows, for `references.py`. Unknown properties are not reported here: the native
+structural check (`adapter.fhir.parse.structural_issues`, conformance/shape.py) runs first and has
+already answered 400 for them.
+
+What the walk needs per definition path (children, their format checks, required children, the
+compiled invariants) is gathered once per process into a `_Plan`, so a node costs one lookup.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from adapter.conformance.bundles import attachment_problem
 from adapter.conformance.definitions import Child, CoreDefinitions, ElementDef
 from adapter.conformance.extensions import UnknownExtensionPolicy, context_names, extension_issues
 from adapter.conformance.identifiers import one_identifier_issues
-from adapter.conformance.invariants import InvariantRunner, compiled
-from adapter.conformance.primitives import primitive_problem
+from adapter.conformance.invariants import Invariant, InvariantRunner, compiled
+from adapter.conformance.primitives import PrimitiveCheck, primitive_checker
 from adapter.conformance.terminology import KnownArtefacts, coding_problem, core_artefacts
 from adapter.conformance.valuesets import compose_issues
 from adapter.conformance.xhtml import xhtml_problems
@@ -107,10 +111,113 @@ def _html_in_text(type_code: str, text: str, path: str, out: WalkResult) -> None
         )
 
 
+_RESOURCE, _CODING, _CODEABLE, _IDENTIFIER, _ATTACHMENT, _REFERENCE, _OTHER = range(7)
+_KINDS: Final = {
+    "Resource": _RESOURCE,
+    "Coding": _CODING,
+    "CodeableConcept": _CODEABLE,
+    "Identifier": _IDENTIFIER,
+    "Attachment": _ATTACHMENT,
+    "Reference": _REFERENCE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Prop:
+    """One JSON property at a definition path, with what the walk does for it worked out once."""
+
+    child: Child
+    #: `{def_path}.{child.name}`: the element path (extension contexts, `_name` extensions).
+    element_path: str
+    #: Primitive format check (primitives.primitive_checker) or None for a complex type.
+    check: PrimitiveCheck | None
+    #: A primitive with nothing to check beyond its format (no binding, not xhtml).
+    plain: bool
+    #: `_name` of this primitive is checked for an absent required code.
+    coded_binding: bool
+    kind: int
+    #: The element's own invariants, when they are not those of the type walked into.
+    invariants: tuple[Invariant, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    props: dict[str, _Prop]
+    #: As `props`, for a resource root: `id` is then of type id (Resource.id is System.String).
+    root_props: dict[str, _Prop]
+    has_url: bool
+    is_extension: bool
+    is_compose: bool
+    #: (name, choice stem or None, min, expression suffix) of each required child.
+    required: tuple[tuple[str, str | None, int, str], ...]
+    invariants: tuple[Invariant, ...]
+
+
+def _compiled_all(keys: tuple[str, ...]) -> tuple[Invariant, ...]:
+    return tuple(inv for inv in map(compiled, keys) if inv is not None)
+
+
+def _prop(child: Child, def_path: str) -> _Prop:
+    el = child.element
+    primitive = child.is_primitive
+    return _Prop(
+        child=child,
+        element_path=f"{def_path}.{child.name}",
+        check=primitive_checker(child.type_code) if primitive else None,
+        plain=primitive and not el.binding and child.type_code != "xhtml",
+        coded_binding=bool(el.binding) and child.type_code in _CODED,
+        kind=_KINDS.get(child.type_code, _OTHER),
+        invariants=(
+            _compiled_all(el.constraints)
+            if not primitive and el.constraints and child.def_path != el.path
+            else ()
+        ),
+    )
+
+
+def _ele1_empty(node: JsonObject) -> bool:
+    """ele-1 on a (non-root) node: nothing but `resourceType` and `id`."""
+    n = len(node) - ("resourceType" in node)
+    return n == 0 or (n == 1 and "id" in node)
+
+
 class InstanceWalker:
     def __init__(self, defs: CoreDefinitions, runner: InvariantRunner) -> None:
         self._defs = defs
         self._runner = runner
+        self._plans: dict[str, _Plan] = {}
+
+    def _plan(self, def_path: str) -> _Plan:
+        """Built on the first node of each definition path, then kept for the process."""
+        plan = self._plans.get(def_path)
+        if plan is not None:
+            return plan
+        defs = self._defs
+        children = defs.children(def_path)
+        props = {key: _prop(child, def_path) for key, child in children.items()}
+        root_props = dict(props)
+        if "id" in children:
+            child = children["id"]
+            root_props["id"] = _prop(
+                Child("id", child.element, "id", "id", is_primitive=True), def_path
+            )
+        required = []
+        for req in defs.required_children(def_path):
+            name = req.path.rsplit(".", 1)[-1]
+            stem = name[:-3] if name.endswith("[x]") else None
+            required.append((name, stem, req.min, name.removesuffix("[x]")))
+        own = defs.elements.get(def_path)
+        plan = _Plan(
+            props=props,
+            root_props=root_props,
+            has_url="url" in children,
+            is_extension=def_path == "Extension" or def_path.endswith(".extension"),
+            is_compose=def_path in _COMPOSE,
+            required=tuple(required),
+            invariants=_compiled_all(own.constraints) if own is not None else (),
+        )
+        self._plans[def_path] = plan
+        return plan
 
     def walk_resource(
         self, resource: JsonObject, path: str, root: JsonObject | None, out: WalkResult
@@ -140,9 +247,7 @@ class InstanceWalker:
         is_resource_root: bool = False,
         element_path: str | None = None,
     ) -> None:
-        defs = self._defs
-        keys = [k for k in node if k != "resourceType"]
-        if not is_resource_root and (not keys or keys == ["id"]):
+        if not is_resource_root and _ele1_empty(node):
             out.issues.append(
                 Issue(
                     "error",
@@ -152,21 +257,22 @@ class InstanceWalker:
                 )
             )
             return
-        children = defs.children(def_path)
+        plan = self._plans.get(def_path) or self._plan(def_path)
+        issues = out.issues
         if "extension" in node or "modifierExtension" in node:
             names = context_names(
                 def_path,
                 element_path or def_path,
                 is_resource_root,
-                is_resource_root and "url" in children,
+                is_resource_root and plan.has_url,
             )
-            out.issues += extension_issues(node, names, path, out.known, out.unknown_extensions)
-        if def_path in _COMPOSE:
-            out.issues += compose_issues(node, path, out.known)
-        if def_path == "Extension" or def_path.endswith(".extension"):
+            issues += extension_issues(node, names, path, out.known, out.unknown_extensions)
+        if plan.is_compose:
+            issues += compose_issues(node, path, out.known)
+        if plan.is_extension:
             has_value = any(k.startswith("value") for k in node)
             if ("extension" in node) == has_value:
-                out.issues.append(
+                issues.append(
                     Issue(
                         "error",
                         "invariant",
@@ -174,120 +280,151 @@ class InstanceWalker:
                         path,
                     )
                 )
-        for key in keys:
-            value = node[key]
-            if key.startswith("_"):
-                prim = children.get(key[1:])
-                self._primitive_extension(
-                    value,
-                    f"{path}.{key[1:]}",
-                    (prim.type_code, f"{def_path}.{prim.name}") if prim else None,
-                    resource,
-                    root,
-                    out,
-                )
-                if prim is not None and prim.element.binding and prim.type_code in _CODED:
-                    self._absent_required_code(
-                        value, node.get(key[1:]), prim, f"{path}.{key[1:]}", out
-                    )
-                continue
-            child = children.get(key)
-            if child is None:
-                continue
-            if is_resource_root and key == "id":
-                child = Child("id", child.element, "id", "id", is_primitive=True)
+        props = plan.root_props if is_resource_root else plan.props
+        text_checks = out.no_html_in_markdown or out.security_checks or out.no_example_urls
+        for key, value in node.items():
+            prop = props.get(key)
+            if prop is None:
+                if key.startswith("_"):
+                    self._underscore(key, value, node, plan.props, path, resource, root, out)
+                continue  # resourceType, or unknown (the structural check has reported it)
             if value is None:
                 # JSON format: null only stands in a primitive array paired with `_name`
-                out.issues.append(
+                issues.append(
                     Issue("error", "structure", f"The property {key} must not be null", path)
                 )
                 continue
-            items = value if isinstance(value, list) else [value]
             as_list = isinstance(value, list)
-            if as_list and not items:
-                out.issues.append(
+            if as_list and not value:
+                issues.append(
                     Issue("error", "invariant", "ele-1: Arrays must not be empty", f"{path}.{key}")
                 )
-            if child.is_primitive:
-                for i, item in enumerate(items):
+            check = prop.check
+            if check is not None:
+                if not as_list:
+                    problem = check(value)
+                    if text_checks or problem is not None or not prop.plain:
+                        self._primitive_item(
+                            prop, value, f"{path}.{key}", problem, text_checks, resource, out
+                        )
+                    continue
+                for i, item in enumerate(value):
                     if item is None:
                         continue  # a null in a primitive array, paired with `_name`
-                    problem = primitive_problem(child.type_code, item)
-                    if (out.no_html_in_markdown or out.security_checks) and isinstance(item, str):
-                        item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
-                        _html_in_text(child.type_code, item, item_path, out)
-                    if out.no_example_urls and isinstance(item, str):
-                        item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
-                        _example_url(child.type_code, item, item_path, out)
-                    if problem is None and not child.element.binding and child.type_code != "xhtml":
-                        continue  # the common case: a valid primitive with nothing else to check
-                    item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
-                    self._primitive(child, item, item_path, problem, resource, out)
+                    problem = check(item)
+                    if text_checks or problem is not None or not prop.plain:
+                        self._primitive_item(
+                            prop, item, f"{path}.{key}[{i}]", problem, text_checks, resource, out
+                        )
                 continue
-            element_path = f"{def_path}.{child.name}"
-            for i, item in enumerate(items):
-                item_path = f"{path}.{key}[{i}]" if as_list else f"{path}.{key}"
-                self._item(child, item, item_path, resource, root, out, element_path)
-        for req in defs.required_children(def_path):
-            name = req.path.rsplit(".", 1)[-1]
-            if name.endswith("[x]"):
-                stem = name[:-3]
+            if as_list:
+                for i, item in enumerate(value):
+                    self._item(prop, item, f"{path}.{key}[{i}]", resource, root, out)
+            else:
+                self._item(prop, value, f"{path}.{key}", resource, root, out)
+        for name, stem, minimum, suffix in plan.required:
+            if stem is not None:
                 present = any(
-                    k.lstrip("_").startswith(stem) and k.lstrip("_") in children for k in node
+                    k.lstrip("_").startswith(stem) and k.lstrip("_") in props for k in node
                 )
             else:
                 present = name in node or f"_{name}" in node
             if not present:
-                out.issues.append(
+                issues.append(
                     Issue(
                         "error",
                         "required",
-                        f"Minimum cardinality of '{name}' is {req.min}",
-                        f"{path}.{name.removesuffix('[x]')}",
+                        f"Minimum cardinality of '{name}' is {minimum}",
+                        f"{path}.{suffix}",
                     )
                 )
-        own = defs.elements.get(def_path)
-        if own is not None and own.constraints:
-            self._invariants(own.constraints, node, def_path, path, resource, root, out)
+        if plan.invariants:
+            self._invariants(plan.invariants, node, def_path, path, resource, root, out)
+
+    def _underscore(
+        self,
+        key: str,
+        value: JsonValue,
+        node: JsonObject,
+        props: dict[str, _Prop],
+        path: str,
+        resource: JsonObject,
+        root: JsonObject,
+        out: WalkResult,
+    ) -> None:
+        """`_name`: the Element part of primitive `name`."""
+        prim = props.get(key[1:])
+        self._primitive_extension(
+            value,
+            f"{path}.{key[1:]}",
+            (prim.child.type_code, prim.element_path) if prim else None,
+            resource,
+            root,
+            out,
+        )
+        if prim is not None and prim.coded_binding:
+            self._absent_required_code(
+                value, node.get(key[1:]), prim.child, f"{path}.{key[1:]}", out
+            )
+
+    def _primitive_item(
+        self,
+        prop: _Prop,
+        item: JsonValue,
+        item_path: str,
+        problem: str | None,
+        text_checks: bool,
+        resource: JsonObject,
+        out: WalkResult,
+    ) -> None:
+        type_code = prop.child.type_code
+        if text_checks and isinstance(item, str):
+            if out.no_html_in_markdown or out.security_checks:
+                _html_in_text(type_code, item, item_path, out)
+            if out.no_example_urls:
+                _example_url(type_code, item, item_path, out)
+        if problem is None and prop.plain:
+            return  # the common case: a valid primitive with nothing else to check
+        self._primitive(prop.child, item, item_path, problem, resource, out)
 
     def _item(
         self,
-        child: Child,
+        prop: _Prop,
         item: JsonValue,
         path: str,
         resource: JsonObject,
         root: JsonObject,
         out: WalkResult,
-        element_path: str,
     ) -> None:
-        el, type_code = child.element, child.type_code
-        if item is None or child.is_primitive:
-            return  # primitives are checked in `_walk` (`_primitive`)
         if not isinstance(item, dict):
-            return  # wrong JSON kind: reported by the structural parse
-        if type_code == "Resource":
+            return  # null or the wrong JSON kind: reported by the structural check
+        child = prop.child
+        kind = prop.kind
+        if kind == _RESOURCE:
             # %rootResource is the container only for contained resources; a Bundle entry or a
             # Parameters resource is a root of its own.
             self.walk_resource(item, path, root if child.name == "contained" else None, out)
             return
-        if el.binding and type_code in ("Coding", "CodeableConcept"):
-            self._binding(el, type_code, item, path, out)
-        if type_code == "Coding":
-            wrong = coding_problem(out.known, item)
-            if wrong is not None:
-                code, text, sub = wrong
-                out.issues.append(Issue("error", code, text, f"{path}.{sub}"))  # type: ignore[arg-type]  # codes are IssueCode literals
-        if type_code == "Identifier":
-            out.issues += one_identifier_issues(item, path)
-        if type_code == "Attachment":
-            problem = attachment_problem(item)
-            if problem is not None:
-                out.issues.append(Issue("error", "value", problem, path))
-        if type_code == "Reference" and isinstance(item.get("reference"), str):
-            out.references.append(FoundReference(path, item, el.targets, resource, root))
-        if el.constraints and child.def_path != el.path:
-            self._invariants(el.constraints, item, child.def_path, path, resource, root, out)
-        self._walk(item, child.def_path, path, resource, root, out, element_path=element_path)
+        if kind != _OTHER:
+            el = child.element
+            if el.binding and kind in (_CODING, _CODEABLE):
+                self._binding(el, child.type_code, item, path, out)
+            if kind == _CODING:
+                wrong = coding_problem(out.known, item)
+                if wrong is not None:
+                    code, text, sub = wrong
+                    out.issues.append(Issue("error", code, text, f"{path}.{sub}"))  # type: ignore[arg-type]  # codes are IssueCode literals
+            elif kind == _IDENTIFIER:
+                out.issues += one_identifier_issues(item, path)
+            elif kind == _ATTACHMENT:
+                problem = attachment_problem(item)
+                if problem is not None:
+                    out.issues.append(Issue("error", "value", problem, path))
+            elif kind == _REFERENCE and isinstance(item.get("reference"), str):
+                out.references.append(FoundReference(path, item, el.targets, resource, root))
+        if prop.invariants:
+            self._invariants(prop.invariants, item, child.def_path, path, resource, root, out)
+        self._walk(item, child.def_path, path, resource, root, out, element_path=prop.element_path)
 
     @staticmethod
     def _primitive(
@@ -411,7 +548,7 @@ class InstanceWalker:
 
     def _invariants(
         self,
-        keys: tuple[str, ...],
+        invariants: tuple[Invariant, ...],
         node: JsonObject,
         def_path: str,
         path: str,
@@ -419,11 +556,9 @@ class InstanceWalker:
         root: JsonObject,
         out: WalkResult,
     ) -> None:
-        for key in keys:
-            inv = compiled(key)
-            if inv is None:
-                continue
-            if not self._runner.passes(inv, node, def_path, resource, root):
+        passes = self._runner.passes
+        for inv in invariants:
+            if not passes(inv, node, def_path, resource, root):
                 out.issues.append(
                     Issue(
                         "error", "invariant", f"Constraint failed: {inv.key}: '{inv.human}'", path
