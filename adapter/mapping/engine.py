@@ -256,6 +256,7 @@ class _Run:
         self.maps = concept_maps
         self.settings = {**spec.settings, **settings}
         self.result = MappingResult(spec.id, record)
+        self.rule_prefix = spec.rule_prefix
         self.built: dict[str, list[MappedResource]] = {}
 
     # selectors
@@ -339,7 +340,7 @@ class _Run:
         return (value is None) if negate else (value is not None)
 
     def build(self, res: ResourceSpec, instance: GroupInstance | None) -> None:
-        rule_base = f"{self.spec.rule_prefix}#{res.name}"
+        rule_base = f"{self.rule_prefix}#{res.name}"
         resource: JsonObject = {"resourceType": res.type}
         match: tuple[str, str] | None = None
         if res.match is not None:
@@ -433,10 +434,11 @@ class _Run:
         rule_base: str,
     ) -> bool:
         """Applies rules into `target`; False when an aggregate could not be computed (skip resource)."""
+        rule_prefix = self.rule_prefix
+        prefix = f"{base}." if base else ""
         for rule in rules:
-            rule_id = f"{self.spec.rule_prefix}#{rule.locator}"
-            prefix = f"{base}." if base else ""
-            if rule.is_block:
+            rule_id = f"{rule_prefix}#{rule.locator}"
+            if rule.rules and rule.group is None:  # Rule.is_block, without the property call
                 if rule.when is not None and not self.condition(rule.when, instance):
                     continue
                 self.nested(rule, target, prefix, instance, ref, rule_base)
@@ -658,7 +660,7 @@ class _Run:
         ignored = self.result.ignored
         unmapped = self.result.unmapped
         issues = self.result.issues
-        prefix = self.spec.rule_prefix
+        prefix = self.rule_prefix
         ignore_rule = f"rule {prefix}#ignore"
         unmapped_rule = f"rule {prefix}#unmapped"
         for key in self.record.non_empty_keys():
