@@ -19,7 +19,7 @@ from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 from adapter.policy import jurisdiction
 from adapter.policy.checks import CHECKS
-from adapter.policy.fastpath import Fallback, FastFn
+from adapter.policy.fastpath import Fallback, FastFn, Focus
 from adapter.policy.overrides import apply_overrides, provenance, read_overrides
 from adapter.policy.rulepack import Compiled, Rule, RulePack, load_packs
 
@@ -37,9 +37,8 @@ class _Subject:
 
     def __init__(self, resource: JsonObject) -> None:
         self.resource = resource
-        #: the focus collection, shared by every fast evaluation (they build new lists, never
-        #: change the one they are given)
-        self._focus = [resource]
+        #: the root focus, shared by every rule and guard: it carries their common subexpressions
+        self._focus = Focus(resource)
         self._plain: JsonObject | None = None
 
     def holds(self, fast: FastFn | None, compiled: Compiled) -> bool:

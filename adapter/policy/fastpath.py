@@ -38,6 +38,44 @@ class Fallback(Exception):
     """This data needs fhirpathpy's full semantics."""
 
 
+class Focus(list[Any]):
+    """The root focus of one evaluation of one resource: `Focus([resource])`, shared by every rule
+    and guard the engine runs over it. A subexpression evaluated on it (a member path, a `where`,
+    the index behind `where(name = 'literal')`) is kept in `memo` under a key naming its parse
+    tree, so rules that share `section.code.coding` or `item.where(...)` compute it once. Only the
+    root focus memoises: the result depends on nothing else there. Nested focuses are plain lists;
+    results are never changed in place, so sharing them is safe."""
+
+    __slots__ = ("memo",)
+
+    def __init__(self, resource: Any) -> None:
+        super().__init__((resource,))
+        self.memo: dict[Any, Any] = {}
+
+
+#: parse-tree repr -> small int: equal subexpressions of different rules share a memo key
+_SHARED: Final[dict[str, int]] = {}
+
+
+def _shared_key(node: dict[str, Any]) -> int:
+    return _SHARED.setdefault(repr(node), len(_SHARED))
+
+
+def _memo_at_root(fn: FastFn, node: dict[str, Any]) -> FastFn:
+    key = _shared_key(node)
+
+    def memoised(items: list[Any]) -> list[Any]:
+        if type(items) is Focus:
+            memo = items.memo
+            found: list[Any] | None = memo.get(key)
+            if found is None:
+                found = memo[key] = fn(items)  # a Fallback is not kept: it is raised again
+            return found
+        return fn(items)
+
+    return memoised
+
+
 #: Type suffixes of R4 choice elements (`value[x]`, `occurrence[x]`, ...).
 FHIR_TYPES: Final = (  # noqa: SIM905  (a word list reads better than 50 quoted names)
     "Base64Binary Boolean Canonical Code Date DateTime Decimal Id Instant Integer Markdown Oid "
@@ -195,12 +233,15 @@ def _invocation_expression(node: dict[str, Any]) -> FastFn:
     left_node, right = node["children"]
     if right["type"] == "MemberInvocation":
         left = _expr(left_node)
-        return _then_member(left, _identifier(right["children"][0]))
+        return _memo_at_root(_then_member(left, _identifier(right["children"][0])), node)
     if right["type"] == "FunctionInvocation":
         fused = _fuse_of_type(left_node, right)
         if fused is not None:
             return fused
-        return _function(right, _expr(left_node))
+        function = _function(right, _expr(left_node), left_node)
+        if _function_parts(right)[0] == "where":
+            return _memo_at_root(function, node)
+        return function
     raise Unsupported(right["type"])
 
 
@@ -257,7 +298,9 @@ def _literal_value(node: dict[str, Any]) -> Any:
     raise Unsupported("parameter is not a literal")
 
 
-def _function(node: dict[str, Any], base: FastFn) -> FastFn:
+def _function(
+    node: dict[str, Any], base: FastFn, base_node: dict[str, Any] | None = None
+) -> FastFn:
     name, params = _function_parts(node)
     if name == "exists":
         if not params:
@@ -277,6 +320,8 @@ def _function(node: dict[str, Any], base: FastFn) -> FastFn:
         crit = _expr(params[0])
         shape = _equals_shape(params[0])
         if shape is not None and not shape[2]:
+            if base_node is not None:
+                return _where_equals_indexed(base, crit, shape[0], shape[1], base_node)
             return _where_equals(base, crit, shape[0], shape[1])
         pred = _predicate(params[0])
         if pred is not None:
@@ -561,6 +606,54 @@ def _all_predicate(base: FastFn, pred: Predicate, crit: FastFn) -> FastFn:
         return [True]
 
     return all_hold
+
+
+def _where_equals_indexed(
+    base: FastFn, crit: FastFn, name: str, literal: str, base_node: dict[str, Any]
+) -> FastFn:
+    """`where(name = 'literal')` at the root reads an index of `base` by `name`, built once per
+    Focus and shared by every literal (eleven DIALOG rules, `item.where(linkId = 'dialog-N')`, scan
+    the items once). An item `_where_equals` would decide without the general criterion is indexed
+    by its value; every other item is kept aside and asked the criterion on each call, as before."""
+    plain = _where_equals(base, crit, name, literal)
+    key = ("index", _shared_key(base_node), name)
+
+    def where(items: list[Any]) -> list[Any]:
+        if type(items) is not Focus:
+            return plain(items)
+        index: _Index | None = items.memo.get(key)
+        if index is None:
+            index = items.memo[key] = _Index(base(items), name)
+        at = index.certain.get(literal)
+        if not index.uncertain:
+            return [index.found[p] for p in at] if at else []
+        kept = [p for p in index.uncertain if _keep(crit, index.found[p])]
+        return [index.found[p] for p in sorted([*(at or ()), *kept])]
+
+    return where
+
+
+class _Index:
+    """Positions in `found` by the plain value of member `name`; `uncertain`: the rest."""
+
+    __slots__ = ("certain", "found", "uncertain")
+
+    def __init__(self, found: list[Any], name: str) -> None:
+        shadow = "_" + name
+        self.found = found
+        self.certain: dict[str, list[int]] = {}
+        self.uncertain: list[int] = []
+        for p, i in enumerate(found):
+            if isinstance(i, dict):
+                value = i.get(name)
+                if (
+                    type(value) is str
+                    and shadow not in i
+                    and (value[:1] in _NOT_DATE_START or not _DATE_LIKE.match(value))
+                ):
+                    self.certain.setdefault(value, []).append(p)
+                    continue
+            self.uncertain.append(p)
 
 
 def _keep(crit: FastFn, item: Any) -> bool:

@@ -14,7 +14,7 @@ from adapter.fhir import jsonio
 from adapter.issue import has_blocking
 from adapter.outcome import operation_outcome
 from adapter.policy import PolicyEngine, load_packs
-from adapter.policy.fastpath import Fallback, Unsupported, compile_fast
+from adapter.policy.fastpath import Fallback, Focus, Unsupported, compile_fast
 from adapter.policy.rulepack import Guard, Rule, compile_fhirpath, expand, load_pack
 from adapter.policy.scenarios import load_all
 
@@ -86,9 +86,36 @@ def test_fast_path_agrees_with_fhirpathpy_on_every_fixture(
             got = fast([subject])
         except Fallback:
             fell_back += 1
+            with pytest.raises(Fallback):
+                fast(Focus(subject))
             continue
         assert got == slow(plain), f"{label} on {subject['resourceType']}/{subject.get('id')}"
+        assert fast(Focus(subject)) == got, f"{label} (memoised) on {subject.get('id')}"
     assert fell_back < len(subjects), f"{label} always falls back to fhirpathpy"
+
+
+def _outcome(fast: Any, focus: list[Any]) -> Any:
+    try:
+        return fast(focus)
+    except Fallback:
+        return "fallback"
+
+
+@pytest.mark.parametrize("order", ["as written", "reversed"])
+def test_a_shared_focus_gives_every_expression_its_own_answer(order: str) -> None:
+    """The engine runs every rule and guard of a resource over one Focus, whose memo holds their
+    common subexpressions: each expression still answers as it does alone."""
+    by_type: dict[str, list[Any]] = {}
+    for _, expression, types in EXPRESSIONS:
+        for t in types:
+            by_type.setdefault(t, []).append(compile_fast(expand(expression)))
+    for rtype, functions in by_type.items():
+        ordered = functions if order == "as written" else functions[::-1]
+        for subject, _ in SUBJECTS.get(rtype, []):
+            focus = Focus(subject)
+            for fast in ordered:
+                assert _outcome(fast, focus) == _outcome(fast, [subject]), rtype
+            assert focus.memo, rtype
 
 
 @pytest.mark.parametrize(
@@ -325,3 +352,36 @@ def test_the_date_check_shortcut_is_exact(
     else:
         assert fast([resource]) == expected
         assert compile_fhirpath(expression, "test")(resource) == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "resource"),
+    [
+        # the root index of `where(name = 'literal')`: order kept, uncertain items asked each time
+        ("x.where(y = 'k').z", {"x": [{"y": "k", "z": 1}, {"y": "j"}, {"y": "k", "z": 2}]}),
+        ("x.where(y = 'k').count()", {"x": [{"y": "k"}, {"y": ["k"]}, {"y": "k"}, {}, "s"]}),
+        (
+            "x.where(y = 'k').z",
+            {"x": [{"y": ["k"], "z": 1}, {"y": "k", "z": 2}, {"y": ["k"], "z": 3}]},
+        ),
+        (
+            "x.where(y = 'k').exists() and x.where(y = 'j').exists()",
+            {"x": [{"y": "k"}, {"y": "j"}]},
+        ),
+        ("x.where(y = 'k').exists() and x.where(y = 'j').empty()", {"x": [{"y": "k"}]}),
+        ("x.where(y = 'k').exists()", {"x": [{"y": "k"}, {"y": "2026-01-01"}]}),
+        ("x.where(y = 'k').exists()", {"x": [{"y": "k", "_y": {"extension": []}}]}),
+        (
+            "x.y.exists() and x.y.count() = 2 and x.where(y.startsWith('k')).count() = 1",
+            {"x": [{"y": "k"}, {"y": "j"}]},
+        ),
+    ],
+)
+def test_a_focus_answers_as_a_plain_list(expression: str, resource: dict[str, Any]) -> None:
+    fast = compile_fast(expression)
+    alone = _outcome(fast, [resource])
+    focus = Focus(resource)
+    assert _outcome(fast, focus) == alone
+    assert _outcome(fast, focus) == alone  # again, from the memo
+    if alone != "fallback":
+        assert compile_fhirpath(expression, "test")(resource) == alone
