@@ -28,36 +28,51 @@ def values(node: Any, path: str) -> list[Any]:
     `name[key.path=value]` keeps the items of `name` where `key.path` holds `value`.
     """
     current: list[Any] = [node]
-    for step in _steps(path):
+    for kind, name, arg in _steps(path):
         nxt: list[Any] = []
         for item in current:
             if not isinstance(item, dict):
                 continue
-            if step.startswith("extension(") and step.endswith(")"):
-                url = step[len("extension(") : -1]
-                nxt.extend(e for e in item.get("extension") or [] if e.get("url") == url)
-                continue
-            if step == "value":
+            if kind == _MEMBER:
+                value = item.get(name)
+                if isinstance(value, list):
+                    nxt.extend(value)
+                elif value is not None:
+                    nxt.append(value)
+            elif kind == _EXTENSION:
+                nxt.extend(e for e in item.get("extension") or [] if e.get("url") == name)
+            elif kind == _VALUE:
                 nxt.extend(v for k, v in item.items() if k.startswith("value"))
-                continue
-            name, _, condition = step.partition("[")
-            value = item.get(name)
-            if condition:
-                key, _, wanted = condition.rstrip("]").partition("=")
+            else:
+                key, wanted = arg
+                value = item.get(name)
                 items = value if isinstance(value, list) else [value] if value is not None else []
                 nxt.extend(i for i in items if wanted in {str(v) for v in values(i, key)})
-                continue
-            if isinstance(value, list):
-                nxt.extend(value)
-            elif value is not None:
-                nxt.append(value)
         current = nxt
     return current
 
 
+_MEMBER, _EXTENSION, _VALUE, _WHERE = range(4)
+#: one parsed step: (kind, name or extension url, (key path, wanted value) for `_WHERE`)
+_Step = tuple[int, str, tuple[str, str]]
+
+
 @functools.cache
-def _steps(path: str) -> tuple[str, ...]:
-    return tuple(_split_steps(path))
+def _steps(path: str) -> tuple[_Step, ...]:
+    """The path's steps, parsed once per distinct path (the checks' paths come from the packs)."""
+    return tuple(_parse_step(step) for step in _split_steps(path))
+
+
+def _parse_step(step: str) -> _Step:
+    if step.startswith("extension(") and step.endswith(")"):
+        return _EXTENSION, step[len("extension(") : -1], ("", "")
+    if step == "value":
+        return _VALUE, step, ("", "")
+    name, _, condition = step.partition("[")
+    if condition:
+        key, _, wanted = condition.rstrip("]").partition("=")
+        return _WHERE, name, (key, wanted)
+    return _MEMBER, name, ("", "")
 
 
 def _split_steps(path: str) -> Iterator[str]:
