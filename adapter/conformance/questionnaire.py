@@ -41,6 +41,7 @@ ANSWER_TYPES: Final[dict[str, tuple[str, ...]]] = {
     "reference": ("valueReference",),
     "quantity": ("valueQuantity",),
 }
+_NONE: Final[list[JsonValue]] = []  # shared and never mutated: "no such extension"
 _COMPARABLE: Final = ("valueInteger", "valueDecimal", "valueDate", "valueDateTime", "valueTime")
 
 
@@ -50,6 +51,18 @@ def _ext(item: JsonObject, name: str, base: str = _EXT) -> list[JsonValue]:
     for e in item.get("extension") or []:
         if isinstance(e, dict) and e.get("url") == url:
             out.extend(v for k, v in e.items() if k.startswith("value"))
+    return out
+
+
+def _extension_index(item: JsonObject) -> dict[str, list[JsonValue]]:
+    """url -> values of the item's extensions, as `_ext` gives them for each url."""
+    out: dict[str, list[JsonValue]] = {}
+    for e in item.get("extension") or []:
+        if isinstance(e, dict):
+            url = e.get("url")
+            if isinstance(url, str):
+                values = out.setdefault(url, [])
+                values.extend(v for k, v in e.items() if k.startswith("value"))
     return out
 
 
@@ -69,6 +82,18 @@ def _same_coding(a: JsonValue, b: JsonValue) -> bool:
     )
 
 
+class QuestionnaireIndex:
+    """What the checker derives from a Questionnaire's items (extensions by url, answerOption
+    values), keyed by id(item). One per call, or kept with a Questionnaire that lives as long as
+    the process and is never changed (profiles/questionnaires/), so it is derived once."""
+
+    __slots__ = ("extensions", "options")
+
+    def __init__(self) -> None:
+        self.extensions: dict[int, dict[str, list[JsonValue]]] = {}
+        self.options: dict[int, list[JsonValue] | None] = {}
+
+
 class QuestionnaireChecker:
     """Checks one QuestionnaireResponse against one Questionnaire."""
 
@@ -77,6 +102,7 @@ class QuestionnaireChecker:
         questionnaire: JsonObject,
         response: JsonObject,
         known: KnownArtefacts | None = None,
+        index: QuestionnaireIndex | None = None,
     ) -> None:
         self.known = known
         self.q = questionnaire
@@ -85,6 +111,18 @@ class QuestionnaireChecker:
         self.in_progress = response.get("status") in ("in-progress", "stopped", "entered-in-error")
         self._answers_by_link: dict[str, list[JsonObject]] = {}
         self._index_answers(response.get("item") or [])
+        index = index if index is not None else QuestionnaireIndex()
+        self._ext_index = index.extensions
+        self._options = index.options
+
+    def _ext(self, q: JsonObject, name: str, base: str = _EXT) -> list[JsonValue]:
+        """As module-level `_ext`, indexed once per Questionnaire item for this response."""
+        if "extension" not in q:
+            return _NONE
+        index = self._ext_index.get(id(q))
+        if index is None:
+            index = self._ext_index[id(q)] = _extension_index(q)
+        return index.get(base + name, _NONE)
 
     def _index_answers(self, items: Sequence[JsonValue]) -> None:
         for it in items:
@@ -96,6 +134,18 @@ class QuestionnaireChecker:
                     self._answers_by_link.setdefault(link, []).append(a)
                     self._index_answers(a.get("item") or [])
             self._index_answers(it.get("item") or [])
+
+    def _option_values(self, q: JsonObject) -> list[JsonValue] | None:
+        """The values of the item's answerOptions (None: no options), once per item."""
+        key = id(q)
+        if key in self._options:
+            return self._options[key]
+        options = [o for o in q.get("answerOption") or [] if isinstance(o, dict)]
+        values = (
+            [v for o in options for k, v in o.items() if k.startswith("value")] if options else None
+        )
+        self._options[key] = values
+        return values
 
     def run(self) -> list[Issue]:
         self._items(self.q.get("item") or [], self.qr.get("item") or [], "QuestionnaireResponse")
@@ -203,10 +253,10 @@ class QuestionnaireChecker:
         if q.get("required") and not answers and not self.in_progress:
             self._error("required", f"No response answer found for required item '{link}'", path)
         if not self.in_progress:
-            for lim in _ext(q, "questionnaire-minOccurs"):
+            for lim in self._ext(q, "questionnaire-minOccurs"):
                 if isinstance(lim, int) and len(answers) < lim:
                     self._error("structure", f"The minimum number of answers is {lim}", path)
-            for lim in _ext(q, "questionnaire-maxOccurs"):
+            for lim in self._ext(q, "questionnaire-maxOccurs"):
                 if isinstance(lim, int) and len(answers) > lim:
                     self._error("structure", f"The maximum number of answers is {lim}", path)
         if len(answers) > 1:
@@ -248,9 +298,10 @@ class QuestionnaireChecker:
                 "structure", f"Answer value must be of type {allowed[0][5:]} not {key[5:]}", path
             )
             return
-        options = [o for o in q.get("answerOption") or [] if isinstance(o, dict)]
-        if options and not (q.get("type") == "open-choice" and key == "valueString"):
-            option_values = [v for o in options for k, v in o.items() if k.startswith("value")]
+        option_values = self._option_values(q) if "answerOption" in q else None
+        if option_values is not None and not (
+            q.get("type") == "open-choice" and key == "valueString"
+        ):
             ok = any(
                 _same_coding(value, o) if key == "valueCoding" else value == o
                 for o in option_values
@@ -263,10 +314,10 @@ class QuestionnaireChecker:
 
     def _limits(self, q: JsonObject, key: str, value: JsonValue, path: str) -> None:
         if key in _COMPARABLE:
-            for lim in _ext(q, "minValue"):
+            for lim in self._ext(q, "minValue"):
                 if _lt(value, lim):
                     self._error("value", "The value is less than the allowed minimum", path)
-            for lim in _ext(q, "maxValue"):
+            for lim in self._ext(q, "maxValue"):
                 if _lt(lim, value):
                     self._error("value", "The value is greater than the allowed maximum", path)
         if key == "valueString" and isinstance(value, str):
@@ -275,12 +326,12 @@ class QuestionnaireChecker:
                 self._error(
                     "value", f"The answer is longer than the maximum length {max_len}", path
                 )
-            for lim in _ext(q, "minLength"):
+            for lim in self._ext(q, "minLength"):
                 if isinstance(lim, int) and len(value) < lim:
                     self._error(
                         "value", f"The answer is shorter than the minimum length {lim}", path
                     )
-            for rx in _ext(q, "regex"):
+            for rx in self._ext(q, "regex"):
                 if isinstance(rx, str) and not _safe_match(rx, value):
                     self._error("value", "The answer does not match the required format", path)
         if key == "valueQuantity" and isinstance(value, dict):
@@ -288,19 +339,21 @@ class QuestionnaireChecker:
         if key == "valueDecimal" and isinstance(value, Decimal):
             exponent = value.as_tuple().exponent
             places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
-            for lim in _ext(q, "maxDecimalPlaces"):
+            for lim in self._ext(q, "maxDecimalPlaces"):
                 if isinstance(lim, int) and places > lim:
                     self._error("value", f"The value has more than {lim} decimal places", path)
         if key == "valueAttachment" and isinstance(value, dict):
-            mimes = [m for m in _ext(q, "mimeType") if isinstance(m, str)]
+            mimes = [m for m in self._ext(q, "mimeType") if isinstance(m, str)]
             if mimes and value.get("contentType") not in mimes:
                 self._error("value", "The attachment's mime type is not allowed here", path)
-            for lim in _ext(q, "maxSize"):
+            for lim in self._ext(q, "maxSize"):
                 size = value.get("size")
                 if isinstance(size, int) and isinstance(lim, (int, Decimal)) and size > lim:
                     self._error("value", "The attachment is too large", path)
         if key == "valueReference" and isinstance(value, dict):
-            types = [t for t in _ext(q, "questionnaire-referenceResource") if isinstance(t, str)]
+            types = [
+                t for t in self._ext(q, "questionnaire-referenceResource") if isinstance(t, str)
+            ]
             ref = value.get("reference")
             if types and isinstance(ref, str):
                 rt = parse_reference(ref).resource_type
@@ -311,7 +364,7 @@ class QuestionnaireChecker:
         """SDC minQuantity/maxQuantity, questionnaire-unitOption and -unitValueSet."""
         path = f"{path}.valueQuantity"
         for name, sign, word in (("minQuantity", -1, "minimum"), ("maxQuantity", 1, "maximum")):
-            for lim in _ext(q, f"sdc-questionnaire-{name}", _SDC):
+            for lim in self._ext(q, f"sdc-questionnaire-{name}", _SDC):
                 if not isinstance(lim, dict):
                     continue
                 got = _formal(value)
@@ -339,14 +392,14 @@ class QuestionnaireChecker:
                         f"{word} of {limit[0]} {limit[1]}",
                         path,
                     )
-        options = [o for o in _ext(q, "questionnaire-unitOption") if isinstance(o, dict)]
+        options = [o for o in self._ext(q, "questionnaire-unitOption") if isinstance(o, dict)]
         if options and not any(
             o.get("system") == value.get("system") and o.get("code") == value.get("code")
             for o in options
         ):
             allowed = ", ".join(str(o.get("code")) for o in options)
             self._error("invariant", f"The unit is not one of the allowed units ({allowed})", path)
-        for vs in _ext(q, "questionnaire-unitValueSet"):
+        for vs in self._ext(q, "questionnaire-unitValueSet"):
             systems = (
                 self.known.systems_of_value_set(vs) if self.known and isinstance(vs, str) else None
             )
@@ -384,7 +437,11 @@ def _safe_match(pattern: str, value: str) -> bool:
 
 
 def questionnaire_issues(
-    questionnaire: JsonObject, response: JsonObject, known: KnownArtefacts | None = None
+    questionnaire: JsonObject,
+    response: JsonObject,
+    known: KnownArtefacts | None = None,
+    index: QuestionnaireIndex | None = None,
 ) -> list[Issue]:
-    """`known` supplies value sets (questionnaire-unitValueSet); without it they are not judged."""
-    return QuestionnaireChecker(questionnaire, response, known).run()
+    """`known` supplies value sets (questionnaire-unitValueSet); without it they are not judged.
+    `index`: the kept QuestionnaireIndex of this (process-lived, unchanged) Questionnaire."""
+    return QuestionnaireChecker(questionnaire, response, known, index).run()

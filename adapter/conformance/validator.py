@@ -17,7 +17,11 @@ from adapter.conformance.definitions import core_definitions
 from adapter.conformance.extensions import UnknownExtensionPolicy
 from adapter.conformance.invariants import InvariantRunner
 from adapter.conformance.profiles import ProfileRegistry
-from adapter.conformance.questionnaire import QuestionnaireLookup, questionnaire_issues
+from adapter.conformance.questionnaire import (
+    QuestionnaireIndex,
+    QuestionnaireLookup,
+    questionnaire_issues,
+)
 from adapter.conformance.references import (
     hl7_publication_issues,
     parameters_reference_issues,
@@ -85,6 +89,11 @@ class ConformanceValidator:
             ]
         )
         self._walker = InstanceWalker(core_definitions(), InvariantRunner())
+        #: id(Questionnaire) -> (it, its index), for ours: they live and stay unchanged for the
+        #: process, so what the checker derives from their items is derived once.
+        self._questionnaire_indexes: dict[int, tuple[JsonObject, QuestionnaireIndex]] = {
+            id(q): (q, QuestionnaireIndex()) for q in self.profiles.questionnaires.values()
+        }
 
     def validate(self, resource: JsonObject, ctx: ValidationContext) -> list[Issue]:
         return self.validate_with_supporting(resource, ctx, ())
@@ -138,7 +147,7 @@ class ConformanceValidator:
             elif q is not None:
                 issues += [
                     i.rebased(path) if path != "QuestionnaireResponse" else i
-                    for i in questionnaire_issues(q, qr, known)
+                    for i in questionnaire_issues(q, qr, known, self._kept_index(q))
                 ]
             elif isinstance(qr.get("questionnaire"), str):
                 found = known.canonical_type(qr["questionnaire"])
@@ -152,6 +161,10 @@ class ConformanceValidator:
                         )
                     )
         return issues
+
+    def _kept_index(self, q: JsonObject) -> QuestionnaireIndex | None:
+        kept = self._questionnaire_indexes.get(id(q))
+        return kept[1] if kept is not None and kept[0] is q else None
 
     def _find_questionnaire(
         self,
