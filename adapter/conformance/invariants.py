@@ -118,22 +118,26 @@ def _strip_strings(expression: str) -> str:
     return re.sub(r"'(?:[^'\\]|\\.)*'", "''", expression)
 
 
-def _property_names(node: JsonObject) -> set[str]:
-    out: set[str] = set()
+_CHOICE_STEM: Final = re.compile(r"[a-z][a-z0-9]*(?=[A-Z])")
+
+
+def _names_any(names: frozenset[str], node: JsonObject) -> bool:
+    """Whether the node has a property (or the stem of a choice property) in `names`."""
     for key in node:
         name = key.lstrip("_")
-        out.add(name)
-        m = re.match(r"^([a-z][a-z0-9]*)[A-Z]", name)
-        if m:
-            out.add(m.group(1))
-    return out
+        if name in names:
+            return True
+        m = _CHOICE_STEM.match(name)
+        if m is not None and m.group() in names:
+            return True
+    return False
 
 
 class InvariantRunner:
     """Evaluates invariants at nodes, with the empty-node shortcut. One per process is enough."""
 
     def __init__(self) -> None:
-        self._empty_results: dict[tuple[str, str], bool] = {}
+        self._empty_results: dict[tuple[str, str, str], bool] = {}
 
     def passes(
         self,
@@ -151,9 +155,9 @@ class InvariantRunner:
         if (
             isinstance(node, dict)
             and not inv.looks_at_whole_node
-            and not (inv.names & _property_names(node))
+            and not _names_any(inv.names, node)
         ):
-            cache_key = (inv.key + inv.expression, def_path)
+            cache_key = (inv.key, inv.expression, def_path)
             hit = self._empty_results.get(cache_key)
             if hit is None:
                 empty: JsonObject = (

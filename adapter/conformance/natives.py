@@ -21,9 +21,13 @@ Native = Callable[[JsonObject, JsonObject, JsonObject], bool]
 
 def _has(node: JsonObject, name: str) -> bool:
     """Whether element `name` (a choice stem like `value` included) is present with content."""
-    if name in node or f"_{name}" in node:
+    if name in node or "_" + name in node:
         return True
-    return any(k.startswith(name) and k[len(name) : len(name) + 1].isupper() for k in node)
+    n = len(name)
+    for k in node:  # noqa: SIM110  # a plain loop: this runs at every node, a generator costs more
+        if k.startswith(name) and k[n : n + 1].isupper():
+            return True
+    return False
 
 
 def _strings(node: JsonValue) -> Iterator[str]:

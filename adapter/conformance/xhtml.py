@@ -35,6 +35,9 @@ _ENTITY: Final = re.compile(r"&(?!(?:lt|gt|amp|quot|apos|#\d+|#x[0-9A-Fa-f]+);)(
 
 
 _NS_URI: Final = "http://www.w3.org/1999/xhtml"
+#: Expat's names (`uri name`) of the allowed elements in the XHTML namespace.
+_ALLOWED_TAGS: Final = frozenset(f"{_NS_URI} {name}" for name in ALLOWED_ELEMENTS)
+_NS_LEN: Final = len(_NS_URI) + 1
 
 
 class _Scan:
@@ -47,6 +50,12 @@ class _Scan:
         self.depth = 0
 
     def start(self, tag: str, attrs: dict[str, str]) -> None:
+        if self.depth and tag in _ALLOWED_TAGS:
+            # the common case: an allowed XHTML element inside the div
+            self.depth += 1
+            if attrs:
+                self._attributes(tag[_NS_LEN:], attrs)
+            return
         uri, _, name = tag.rpartition(" ")
         if self.depth == 0 and (name != "div" or uri != _NS_URI):
             self.problems.append("The narrative must be a <div> in the XHTML namespace")
@@ -56,6 +65,9 @@ class _Scan:
             return
         if name not in ALLOWED_ELEMENTS:
             self.problems.append(f"Invalid element name in the XHTML ('{name}')")
+        self._attributes(name, attrs)
+
+    def _attributes(self, name: str, attrs: dict[str, str]) -> None:
         for attr, value in attrs.items():
             attr_name = attr.rpartition(" ")[2].lower()
             if attr_name.startswith("on"):
