@@ -1,7 +1,8 @@
 """Full validation throughput on one core over the official R4 examples of the types we handle.
 
-Full validation = parse (JSON bytes with Decimal, fhir.resources R4B structural check) + the
-conformance stage (bindings, invariants, references, profiles, questionnaire). Bundles and
+Full validation = parse (JSON bytes with Decimal) + the native structural check
+(`adapter.fhir.parse.structural_issues`, i.e. adapter/conformance/shape.py) + the conformance
+stage (formats, bindings, invariants, references, profiles, questionnaire). Bundles and
 resources over 20 KB are left out, so the figure is for "typical" single clinical resources; their
 mean size is printed. Run: .venv/bin/python bench/bench_conformance.py [--repeat N]
 """
