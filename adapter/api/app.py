@@ -13,7 +13,7 @@ from adapter.api import exception_handlers
 from adapter.api.access_log import AccessLogMiddleware
 from adapter.api.cors import SmartCorsMiddleware
 from adapter.api.idempotency import IdempotencyMiddleware
-from adapter.api.routers import fhir_rest, messaging, metadata, operations, outbox_status
+from adapter.api.routers import fhir_rest, messaging, metadata, operations, outbox_status, patch
 from adapter.api.routers import smart as smart_routes
 from adapter.clock import Clock
 from adapter.settings import Settings
@@ -28,6 +28,7 @@ ROUTES = (
     (operations.router, "/fhir"),
     (messaging.router, "/fhir"),
     (outbox_status.router, "/fhir"),
+    (patch.router, "/fhir"),
     (fhir_rest.router, "/fhir"),
 )
 

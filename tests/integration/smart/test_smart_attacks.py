@@ -336,6 +336,36 @@ def test_cross_patient_by_transaction_is_403_and_writes_nothing(live, two_patien
     assert_outcome(r, 403, "forbidden")
 
 
+def test_cross_patient_by_patch_is_refused_and_changes_nothing(live, two_patients):
+    token, a, b = two_patients
+    admin = system_token(live)
+    patch_json = {**FHIR_JSON, "Content-Type": "application/json-patch+json"}
+    # patching the other patient's referral: answered as if it were absent or forbidden
+    r = httpx.patch(
+        f"{live.base}/ServiceRequest/{b['ServiceRequest']}",
+        content=json.dumps([{"op": "replace", "path": "/status", "value": "revoked"}]),
+        headers={**patch_json, **bearer(token)},
+    )
+    assert r.status_code in (403, 404), r.text
+    other = httpx.get(
+        f"{live.base}/ServiceRequest/{b['ServiceRequest']}", headers=bearer(admin)
+    ).json()
+    assert other["status"] != "revoked"
+    # moving one's own referral to the other patient by patch
+    r = httpx.patch(
+        f"{live.base}/ServiceRequest/{a['ServiceRequest']}",
+        content=json.dumps(
+            [{"op": "replace", "path": "/subject/reference", "value": f"Patient/{b['Patient']}"}]
+        ),
+        headers={**patch_json, **bearer(token)},
+    )
+    assert_outcome(r, 403, "forbidden")
+    own = httpx.get(
+        f"{live.base}/ServiceRequest/{a['ServiceRequest']}", headers=bearer(admin)
+    ).json()
+    assert own["subject"]["reference"] == f"Patient/{a['Patient']}"
+
+
 def test_patient_token_cannot_validate_or_read_audit(live, two_patients):
     token, _, b = two_patients
     admin = system_token(live)
