@@ -3,8 +3,9 @@
 Source: the npm package hl7.fhir.r4.examples@4.0.1 (../shared/corpora/hl7.fhir.r4.examples-4.0.1.tgz),
 which carries the core StructureDefinitions, ValueSets and CodeSystems. The output is a compact table,
 not a copy of the spec: per base type, each element's cardinality, types, required binding, reference
-target types and error-severity invariants; the primitive-type regexes; and the code lists of the
-value sets that those required bindings name.
+target types and error-severity invariants (and, for resources, `summary` where R4 marks it
+isSummary, for `_summary=true`); the primitive-type regexes; and the code lists of the value sets
+that those required bindings name.
 
     .venv/bin/python tools/gen_conformance_tables.py [path/to/hl7.fhir.r4.examples-4.0.1.tgz]
 """
@@ -168,6 +169,8 @@ def build(tgz: Path) -> dict[str, Any]:
                     row["targets"] = targets
             if e.get("contentReference"):
                 row["ref"] = e["contentReference"].lstrip("#")
+            if e.get("isSummary") and sd["kind"] == "resource":
+                row["summary"] = True
             b = e.get("binding")
             if b and b.get("strength") == "required" and b.get("valueSet"):
                 url = b["valueSet"].split("|")[0]
