@@ -13,6 +13,7 @@ deleted records included; a scope that does not cover the type or interaction an
 from __future__ import annotations
 
 from contextlib import suppress
+from dataclasses import dataclass, replace
 from email.utils import format_datetime
 from typing import Annotated, Any
 
@@ -21,6 +22,12 @@ from starlette.responses import Response
 
 from adapter.api.deps import BaseUrlDep, BodyDep, PipelineDep, RepoDep, known_type
 from adapter.api.responses import FhirResponse
+from adapter.api.revinclude import (
+    RevIncludeSpec,
+    find_referrers,
+    parse_revinclude,
+    truncation_issue,
+)
 from adapter.api.security import (
     GrantDep,
     audited,
@@ -29,8 +36,17 @@ from adapter.api.security import (
     check_resource,
     filter_bundle_for_grant,
     lookup_for,
+    may_access,
     narrow_search,
     require,
+)
+from adapter.api.summary import (
+    SummaryMode,
+    parse_elements,
+    parse_summary,
+    select_elements,
+    summarise,
+    unknown_elements,
 )
 from adapter.auth.scopes import SmartGrant
 from adapter.errors import Forbidden, Gone, InputError, NotFound
@@ -40,7 +56,7 @@ from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 from adapter.outcome import operation_outcome
 from adapter.pipeline import WriteResult, parse_etag
-from adapter.store.repository import SearchQuery, StoredResource
+from adapter.store.repository import SearchQuery, StoredResource, iter_pages
 
 router = APIRouter(tags=["fhir"])
 
@@ -91,15 +107,110 @@ def post_bundle(
 
 
 #: Accepted but not implemented: reported in the searchset as an OperationOutcome, never silently.
-IGNORED_RESULT_PARAMS = frozenset({"_summary", "_elements", "_revinclude", "_contained"})
+IGNORED_RESULT_PARAMS = frozenset({"_contained"})
+
+
+@dataclass(frozen=True, slots=True)
+class ResultShape:
+    """The result parameters that shape a searchset, checked before the search runs (400s first).
+
+    Precedence: `_summary=count` (no entries), then `_elements`, then the other `_summary` modes;
+    a `_summary` that `_elements` overrides is reported. Subsetting applies to matches only;
+    included resources are returned whole, so a reader can always tell whose record it is."""
+
+    summary: SummaryMode | None
+    elements: tuple[str, ...]
+    revincludes: tuple[RevIncludeSpec, ...]
+    issues: tuple[Issue, ...]
+
+    @property
+    def is_count(self) -> bool:
+        return self.summary == "count"
+
+
+def _result_shape(
+    repo: Any, resource_type: str, result_params: dict[str, list[str]]
+) -> ResultShape:
+    summary = parse_summary(result_params.get("_summary", []))
+    elements = tuple(parse_elements(result_params.get("_elements", [])))
+    revincludes = tuple(
+        parse_revinclude(v, resource_type, repo.supported_search_params(v.split(":")[0]))
+        for v in result_params.get("_revinclude", [])
+    )
+    issues: list[Issue] = []
+    # R4 lets a server ignore result parameters it does not support; it should say so.
+    ignored = sorted(
+        k
+        for k in result_params
+        if k in IGNORED_RESULT_PARAMS or k.startswith(("_include:", "_revinclude:"))
+    )
+    issues += [
+        Issue(
+            "warning",
+            "not-supported",
+            f"Search result parameter {name} is not supported and was ignored",
+            expression=name,
+        )
+        for name in ignored
+    ]
+    if elements:
+        unknown = unknown_elements(resource_type, list(elements))
+        if unknown:
+            issues.append(
+                Issue(
+                    "warning",
+                    "not-found",
+                    f"_elements names no top-level element of {resource_type}: "
+                    + ", ".join(unknown)
+                    + " (ignored)",
+                    expression="_elements",
+                )
+            )
+        if summary in ("true", "text", "data"):
+            issues.append(
+                Issue(
+                    "warning",
+                    "not-supported",
+                    f"_summary={summary} was ignored: _elements takes precedence",
+                    expression="_summary",
+                )
+            )
+            summary = None
+    return ResultShape(summary, elements, revincludes, tuple(issues))
+
+
+def _subset(
+    resource: JsonObject, shape_summary: SummaryMode | None, elements: tuple[str, ...]
+) -> JsonObject:
+    if elements:
+        return select_elements(resource, list(elements))
+    return summarise(resource, shape_summary)
+
+
+def _subset_matches(bundle: JsonObject, shape: ResultShape) -> JsonObject:
+    """Runs after the grant filter: the filter judges whole resources (a subset may lack the very
+    element that puts it in, or out of, a patient's compartment)."""
+    if not shape.elements and shape.summary in (None, "false"):
+        return bundle
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource")
+        if isinstance(resource, dict) and (entry.get("search") or {}).get("mode") == "match":
+            entry["resource"] = _subset(resource, shape.summary, shape.elements)
+    return bundle
+
+
+def _outcome_entry(issues: list[Issue] | tuple[Issue, ...]) -> JsonObject:
+    return {"resource": operation_outcome(list(issues)), "search": {"mode": "outcome"}}
 
 
 def _searchset(
     request: Request,
     repo: Any,
+    grant: SmartGrant,
     resource_type: str,
     query: SearchQuery,
     result_params: dict[str, list[str]],
+    shape: ResultShape,
     base: str,
 ) -> JsonObject:
     page = repo.search(resource_type, query)
@@ -114,25 +225,21 @@ def _searchset(
     seen = {(s.resource_type, s.id) for s in page.resources}
     for spec in result_params.get("_include", []):
         entries += _includes(repo, page.resources, spec, seen, base)
-    ignored = sorted(k for k in result_params if k in IGNORED_RESULT_PARAMS)
-    if ignored:
-        # R4 lets a server ignore result parameters it does not support; it should say so.
-        entries.append(
+    issues = list(shape.issues)
+    if shape.revincludes:
+        found = find_referrers(repo, grant, shape.revincludes, page.resources, seen)
+        entries += [
             {
-                "resource": operation_outcome(
-                    [
-                        Issue(
-                            "warning",
-                            "not-supported",
-                            f"Search result parameter {name} is not supported and was ignored",
-                            expression=name,
-                        )
-                        for name in ignored
-                    ]
-                ),
-                "search": {"mode": "outcome"},
+                "fullUrl": f"{base}/{s.resource_type}/{s.id}",
+                "resource": s.resource,
+                "search": {"mode": "include"},
             }
-        )
+            for s in found.resources
+        ]
+        if found.is_truncated:
+            issues.append(truncation_issue())
+    if issues:
+        entries.append(_outcome_entry(issues))
     bundle: JsonObject = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         bundle["total"] = page.total
@@ -158,6 +265,51 @@ def _searchset(
         )
     bundle["link"] = links
     bundle["entry"] = entries
+    return bundle
+
+
+def _count_bundle(
+    request: Request,
+    repo: Any,
+    grant: SmartGrant,
+    resource_type: str,
+    query: SearchQuery,
+    shape: ResultShape,
+    page_size: int,
+) -> JsonObject:
+    """`_summary=count`: the total alone. Counted by the store when every match is visible to the
+    grant (an unconstrained user/ or system/ rule); otherwise match by match through the same
+    check as the searchset filter, so a count never reveals records the grant could not see."""
+    if not query.total:
+        raise InputError(
+            [
+                Issue(
+                    "error",
+                    "value",
+                    "_summary=count asks for the total, which _total=none declines",
+                    expression="_total",
+                )
+            ]
+        )
+    everything_visible = grant.is_development or any(
+        r.context != "patient" and not r.constraints for r in grant.rules_for("s", resource_type)
+    )
+    if everything_visible:
+        total = repo.search(resource_type, replace(query, count=0, offset=0)).total
+    else:
+        total = sum(
+            1
+            for s in iter_pages(repo, resource_type, replace(query, count=page_size, offset=0))
+            if may_access(grant, "search", s.resource)
+        )
+    bundle: JsonObject = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": total,
+        "link": [{"relation": "self", "url": str(request.url)}],
+    }
+    if shape.issues:
+        bundle["entry"] = [_outcome_entry(shape.issues)]
     return bundle
 
 
@@ -228,8 +380,15 @@ def _search(
             items, default_count=settings.default_page_size, max_count=settings.max_page_size
         )
         query = narrow_search(grant, resource_type, query)
-        bundle = _searchset(request, repo, resource_type, query, result_params, base)
-        return FhirResponse(filter_bundle_for_grant(grant, bundle))
+        shape = _result_shape(repo, resource_type, result_params)
+        if shape.is_count:
+            return FhirResponse(
+                _count_bundle(
+                    request, repo, grant, resource_type, query, shape, settings.max_page_size
+                )
+            )
+        bundle = _searchset(request, repo, grant, resource_type, query, result_params, shape, base)
+        return FhirResponse(_subset_matches(filter_bundle_for_grant(grant, bundle), shape))
 
 
 def _history_bundle(page: Any, base: str) -> JsonObject:
@@ -305,6 +464,19 @@ def _hide_deleted_unless_visible(
         if not page.has_next:
             raise NotFound(missing_text)
         offset += len(page.versions)
+
+
+def _subset_for_read(request: Request, resource: JsonObject) -> JsonObject:
+    """`_summary` and `_elements` on a read (R4 allows both). `_elements` wins over `_summary`;
+    unknown element names are ignored (a read has no place for an outcome); `count` is search only."""
+    params = request.query_params
+    summary = parse_summary(params.getlist("_summary"))
+    if summary == "count":
+        raise InputError(
+            [Issue("error", "value", "_summary=count applies to searches", expression="_summary")]
+        )
+    elements = tuple(parse_elements(params.getlist("_elements")))
+    return _subset(resource, None if elements else summary, elements)
 
 
 def _read_visible(repo: Any, grant: SmartGrant, resource_type: str, id: str) -> StoredResource:
@@ -418,11 +590,12 @@ def read(
     with audited(request, grant, "read", resource_type, id):
         require(grant, "read", resource_type)
         stored = _read_visible(repo, grant, resource_type, id)
+        body = _subset_for_read(request, stored.resource)
         headers = _resource_headers(stored, base)
         headers.pop("Location")
         if if_none_match and if_none_match.strip() == stored.etag:
             return Response(status_code=304, headers=headers)
-        return FhirResponse(stored.resource, headers=headers)
+        return FhirResponse(body, headers=headers)
 
 
 @router.put("/{resource_type}/{id}")
@@ -506,4 +679,4 @@ def vread(
         check_readable(grant, "read", stored.resource, missing_text=missing)
         headers = _resource_headers(stored, base)
         headers.pop("Location")
-        return FhirResponse(stored.resource, headers=headers)
+        return FhirResponse(_subset_for_read(request, stored.resource), headers=headers)

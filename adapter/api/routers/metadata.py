@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from adapter import __version__
 from adapter.api.deps import BaseUrlDep, ServicesDep
 from adapter.api.responses import FhirResponse
+from adapter.api.revinclude import MAX_REVINCLUDED, revinclude_specs
 from adapter.fhir.resource_types import SUPPORTED_TYPES
 from adapter.fhir.types import JsonObject
 
@@ -25,15 +26,34 @@ INTERACTIONS = [
     "search-type",
 ]
 
+#: Search result parameters that work for every type (fhir_rest.py); `_contained` is reported ignored.
+RESULT_PARAMS: list[JsonObject] = [
+    {
+        "name": "_summary",
+        "type": "token",
+        "documentation": "true, text, data, count and false, as R4 defines them; subsets are "
+        "tagged SUBSETTED. Applies to matches (included resources come whole), and to read.",
+    },
+    {
+        "name": "_elements",
+        "type": "string",
+        "documentation": "Top-level element names; mandatory elements, id and meta are always "
+        "returned; unknown names are reported and ignored. Takes precedence over _summary "
+        "(except count). Applies to matches, and to read.",
+    },
+]
+
 #: Hooks other parts (SMART, operations) use to add truthful statements about themselves.
 CAPABILITY_HOOKS: list[Any] = []
 
 
 def capability_statement(services: Any, base: str) -> JsonObject:
     repo = services.repo
+    supported = {rt: repo.supported_search_params(rt) for rt in SUPPORTED_TYPES}
     resources = []
     for rt in SUPPORTED_TYPES:
-        params = [{"name": p, "type": _param_type(p)} for p in repo.supported_search_params(rt)]
+        params = [{"name": p, "type": _param_type(p)} for p in supported[rt]]
+        rev_includes = revinclude_specs(rt, supported)
         resources.append(
             {
                 "type": rt,
@@ -45,6 +65,7 @@ def capability_statement(services: Any, base: str) -> JsonObject:
                 "conditionalDelete": "not-supported",
                 "interaction": [{"code": c} for c in INTERACTIONS],
                 "searchParam": params,
+                **({"searchRevInclude": rev_includes} if rev_includes else {}),
                 "operation": [
                     {
                         "name": "validate",
@@ -74,6 +95,9 @@ def capability_statement(services: Any, base: str) -> JsonObject:
                     {"code": "batch"},
                     {"code": "history-system"},
                 ],
+                "searchParam": RESULT_PARAMS,
+                "documentation": f"_revinclude adds at most {MAX_REVINCLUDED} resources to a "
+                "page of results, and says so in an OperationOutcome entry when it stops there.",
                 "operation": [
                     {
                         "name": "validate",

@@ -287,6 +287,53 @@ def test_cross_patient_by_include_leaks_nothing(live, two_patients):
     assert a["Patient"] in ids
 
 
+def test_cross_patient_by_revinclude_leaks_nothing(live, two_patients):
+    token, a, b = two_patients
+    # two Provenances point at patient A's referral; the second is in patient B's compartment
+    own, other = (
+        live.repo.create(
+            {
+                "resourceType": "Provenance",
+                "target": [
+                    {"reference": f"ServiceRequest/{a['ServiceRequest']}"},
+                    {"reference": f"Patient/{patient}"},
+                ],
+                "recorded": "2026-11-20T10:00:00+00:00",
+                "agent": [{"who": {"reference": f"PractitionerRole/{a['PractitionerRole']}"}}],
+            }
+        ).id
+        for patient in (a["Patient"], b["Patient"])
+    )
+    r = httpx.get(
+        f"{live.base}/ServiceRequest",
+        params={"_revinclude": "Provenance:target"},
+        headers=bearer(token),
+    )
+    assert r.status_code == 200, r.text
+    included = [
+        (e["resource"]["resourceType"], e["resource"]["id"])
+        for e in r.json()["entry"]
+        if e["search"]["mode"] == "include"
+    ]
+    assert included == [("Provenance", own)]
+    assert other not in r.text
+    assert b["Patient"] not in r.text
+    # from the patient itself: its referral only, never the other patient's
+    r = httpx.get(
+        f"{live.base}/Patient",
+        params={"_revinclude": "ServiceRequest:subject"},
+        headers=bearer(token),
+    )
+    assert r.status_code == 200, r.text
+    ids = {e["resource"]["id"] for e in r.json()["entry"]}
+    assert ids == {a["Patient"], a["ServiceRequest"]}
+    # and a count reveals only what the token may see
+    count = httpx.get(
+        f"{live.base}/Provenance", params={"_summary": "count"}, headers=bearer(token)
+    ).json()
+    assert count["total"] == 1
+
+
 def test_cross_patient_by_transaction_is_403_and_writes_nothing(live, two_patients):
     token, a, b = two_patients
     admin = system_token(live)
