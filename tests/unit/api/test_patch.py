@@ -128,3 +128,9 @@ def test_concurrent_patches_without_if_match_both_land(client, patient):
     assert statuses == [200, 200]
     given = client.get(f"/fhir/Patient/{patient['id']}").json()["name"][0]["given"]
     assert sorted(given) == ["Alex", "Kit", "Sam"]
+
+
+def test_the_capability_statement_lists_patch_for_every_type(client):
+    cs = client.get("/fhir/metadata").json()
+    for resource in cs["rest"][0]["resource"]:
+        assert "patch" in {i["code"] for i in resource["interaction"]}, resource["type"]
