@@ -1,0 +1,284 @@
+"""Item criteria of `where`/`all`/`exists` read straight off one item, without the compiled
+general criterion when the item's shape makes the answer certain; the loops that use them, and the
+per-Focus index behind `where(name = 'literal')`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from adapter.policy.fastpath.access import _member_of
+from adapter.policy.fastpath.dispatch import FastFn
+from adapter.policy.fastpath.errors import Unsupported
+from adapter.policy.fastpath.focus import Focus, _shared_key
+from adapter.policy.fastpath.nodes import (
+    _function_parts,
+    _is_this,
+    _literal_value,
+    _op,
+    _simple_member,
+    _string_constant,
+    _string_literal_param,
+)
+from adapter.policy.fastpath.operators import _OPS_CMP, _OPS_EQ, _ORDER
+from adapter.policy.fastpath.values import _DATE_LIKE, _NOT_DATE_START, _all_holds, _keep
+
+#: The criterion of a `where`/`all`/`exists` for one item: True or False when the item's shape makes
+#: the answer certain (a plain string member with no `_shadow`, an integer `$this`), else None, and
+#: the compiled general criterion decides. A predicate evaluates in the general criterion's order
+#: and raises only where it would, so both give the same answer (pinned in test_fastpath.py).
+Predicate = Callable[[Any], bool | None]
+
+
+def _predicate(node: dict[str, Any]) -> Predicate | None:
+    """The predicate for a criterion of these shapes, else None: `name = 'literal'`, `name !=
+    'literal'`, `name.startsWith('x')`, `name.endsWith('x')`, `$this < 7` (any order operator and
+    an integer), `name.count() <= 1`, `p.not()`, `p and q`, `p or q`, `(p)`."""
+    kind = node["type"]
+    if kind == "TermExpression" and node["children"][0]["type"] == "ParenthesizedTerm":
+        return _predicate(node["children"][0]["children"][0])
+    if kind == "EqualityExpression":
+        return _equals_predicate(node)
+    if kind == "InequalityExpression":
+        return _order_predicate(node)
+    if kind == "InvocationExpression":
+        return _call_predicate(node)
+    if kind in ("AndExpression", "OrExpression"):
+        left, right = (_predicate(c) for c in node["children"])
+        if left is None or right is None:
+            return None
+        return _both(left, right) if _op(node) == "and" else _either(left, right)
+    return None
+
+
+def _equals_shape(node: dict[str, Any]) -> tuple[str, str, bool] | None:
+    """(name, literal, negated) for `name = 'literal'` or `name != 'literal'`."""
+    if node["type"] != "EqualityExpression" or _op(node) not in _OPS_EQ:
+        return None
+    name = _simple_member(node["children"][0])
+    literal = _string_constant(node["children"][1])
+    if name is None or literal is None:
+        return None
+    return name, literal, _op(node) == "!="
+
+
+def _equals_predicate(node: dict[str, Any]) -> Predicate | None:
+    shape = _equals_shape(node)
+    if shape is None:
+        return None
+    name, literal, negate = shape
+    shadow = "_" + name
+
+    def equals(item: Any) -> bool | None:
+        if isinstance(item, dict):
+            value = item.get(name)
+            if type(value) is str and shadow not in item:
+                if value == literal:
+                    return not negate
+                if value[:1] in _NOT_DATE_START or not _DATE_LIKE.match(value):
+                    return negate
+        return None
+
+    return equals
+
+
+def _where_equals(base: FastFn, crit: FastFn, name: str, literal: str) -> FastFn:
+    """`where(name = 'literal')` (the commonest criterion: `linkId = 'dialog-3'`), the equality
+    predicate inlined into the loop."""
+    shadow = "_" + name
+
+    def where(items: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for i in base(items):
+            if isinstance(i, dict):
+                value = i.get(name)
+                if type(value) is str and shadow not in i:
+                    if value == literal:
+                        out.append(i)
+                        continue
+                    if value[:1] in _NOT_DATE_START or not _DATE_LIKE.match(value):
+                        continue
+            if _keep(crit, i):
+                out.append(i)
+        return out
+
+    return where
+
+
+def _order_predicate(node: dict[str, Any]) -> Predicate | None:
+    op = _op(node)
+    left_node, right_node = node["children"]
+    if op not in _OPS_CMP:
+        return None
+    try:
+        bound = _literal_value(right_node)
+    except Unsupported:
+        return None
+    if type(bound) is not int:
+        return None
+    order = _ORDER[op]
+    if _is_this(left_node):
+
+        def this_in_order(item: Any) -> bool | None:
+            return order(item, bound) if type(item) is int else None
+
+        return this_in_order
+    if left_node["type"] == "InvocationExpression":
+        base_node, call = left_node["children"]
+        name = _simple_member(base_node)
+        if name is None or call["type"] != "FunctionInvocation":
+            return None
+        function, params = _function_parts(call)
+        if function != "count" or params:
+            return None
+        member = _member_of(name)
+        return lambda item: order(len(member([item])), bound)
+    return None
+
+
+def _call_predicate(node: dict[str, Any]) -> Predicate | None:
+    base_node, call = node["children"]
+    if call["type"] != "FunctionInvocation":
+        return None
+    function, params = _function_parts(call)
+    if function == "not" and not params:
+        inner = _predicate(base_node)
+        if inner is None:
+            return None
+
+        def negated(item: Any) -> bool | None:
+            value = inner(item)
+            return None if value is None else not value
+
+        return negated
+    if function not in ("startsWith", "endsWith"):
+        return None
+    name = _simple_member(base_node)
+    try:
+        affix = _string_literal_param(params)
+    except Unsupported:
+        return None
+    if name is None:
+        return None
+    shadow, at_start = "_" + name, function == "startsWith"
+
+    def affixed(item: Any) -> bool | None:
+        if isinstance(item, dict):
+            value = item.get(name)
+            if type(value) is str and shadow not in item:
+                return value.startswith(affix) if at_start else value.endswith(affix)
+        return None
+
+    return affixed
+
+
+def _both(left: Predicate, right: Predicate) -> Predicate:
+    def both(item: Any) -> bool | None:
+        a = left(item)
+        if a is None:
+            return None
+        if a is False:
+            return False
+        return right(item)
+
+    return both
+
+
+def _either(left: Predicate, right: Predicate) -> Predicate:
+    def either(item: Any) -> bool | None:
+        a = left(item)
+        if a is None:
+            return None
+        if a is True:
+            return True
+        return right(item)
+
+    return either
+
+
+def _where_predicate(base: FastFn, pred: Predicate, crit: FastFn) -> FastFn:
+    def where(items: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for i in base(items):
+            keep = pred(i)
+            if keep is None:
+                keep = _keep(crit, i)
+            if keep:
+                out.append(i)
+        return out
+
+    return where
+
+
+def _exists_predicate(base: FastFn, pred: Predicate, crit: FastFn) -> FastFn:
+    def exists(items: list[Any]) -> list[Any]:
+        for i in base(items):
+            keep = pred(i)
+            if keep is None:
+                keep = _keep(crit, i)
+            if keep:
+                return [True]
+        return [False]
+
+    return exists
+
+
+def _all_predicate(base: FastFn, pred: Predicate, crit: FastFn) -> FastFn:
+    def all_hold(items: list[Any]) -> list[Any]:
+        for i in base(items):
+            holds = pred(i)
+            if holds is None:
+                holds = _all_holds(crit, i)
+            if not holds:
+                return [False]
+        return [True]
+
+    return all_hold
+
+
+def _where_equals_indexed(
+    base: FastFn, crit: FastFn, name: str, literal: str, base_node: dict[str, Any]
+) -> FastFn:
+    """`where(name = 'literal')` at the root reads an index of `base` by `name`, built once per
+    Focus and shared by every literal (eleven DIALOG rules, `item.where(linkId = 'dialog-N')`, scan
+    the items once). An item `_where_equals` would decide without the general criterion is indexed
+    by its value; every other item is kept aside and asked the criterion on each call, as before."""
+    plain = _where_equals(base, crit, name, literal)
+    key = ("index", _shared_key(base_node), name)
+
+    def where(items: list[Any]) -> list[Any]:
+        if type(items) is not Focus:
+            return plain(items)
+        index: _Index | None = items.memo.get(key)
+        if index is None:
+            index = items.memo[key] = _Index(base(items), name)
+        at = index.certain.get(literal)
+        if not index.uncertain:
+            return [index.found[p] for p in at] if at else []
+        kept = [p for p in index.uncertain if _keep(crit, index.found[p])]
+        return [index.found[p] for p in sorted([*(at or ()), *kept])]
+
+    return where
+
+
+class _Index:
+    """Positions in `found` by the plain value of member `name`; `uncertain`: the rest."""
+
+    __slots__ = ("certain", "found", "uncertain")
+
+    def __init__(self, found: list[Any], name: str) -> None:
+        shadow = "_" + name
+        self.found = found
+        self.certain: dict[str, list[int]] = {}
+        self.uncertain: list[int] = []
+        for p, i in enumerate(found):
+            if isinstance(i, dict):
+                value = i.get(name)
+                if (
+                    type(value) is str
+                    and shadow not in i
+                    and (value[:1] in _NOT_DATE_START or not _DATE_LIKE.match(value))
+                ):
+                    self.certain.setdefault(value, []).append(p)
+                    continue
+            self.uncertain.append(p)
