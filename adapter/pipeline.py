@@ -5,7 +5,7 @@ outbox replays) goes through `Pipeline`. A unit of work (one resource, or one tr
 judged whole *as it will be stored* (urn:uuid references rewritten, ids assigned) and is written
 whole or not at all. Stages return issues; only this module decides to reject:
 
-- structural errors (fhir.resources R4B)           -> InputError 400
+- structural errors (native, from the R4 core tables) -> InputError 400
 - conformance errors (R4 rules, profiles)         -> ConformanceError 422
 - policy errors (MUST rules, not overridden)      -> PolicyViolation 422
 """
@@ -19,9 +19,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import jsonpatch
-import jsonpointer
-
 from adapter.clock import Clock, SystemClock
 from adapter.context import ConformanceStage, PolicyStage, ValidationContext
 from adapter.errors import (
@@ -32,20 +29,26 @@ from adapter.errors import (
     NotFound,
     PolicyViolation,
     PreconditionFailed,
-    UnprocessableError,
 )
 from adapter.fhir import jsonio
 from adapter.fhir.identifiers import normalise_identifier_systems
 from adapter.fhir.parse import structural_issues
+from adapter.fhir.patch import apply_json_patch, parse_json_patch
 from adapter.fhir.references import parse_reference
 from adapter.fhir.resource_types import SUPPORTED
 from adapter.fhir.search import parse_query_string
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue, has_blocking
 from adapter.outcome import operation_outcome
+from adapter.store.conditional import (
+    NOT_READ,
+    conditional_lock_keys,
+    current_or_none,
+    lock_criteria,
+    unchanged_current,
+)
 from adapter.store.repository import (
     Repository,
-    SearchParam,
     StoredResource,
     find_one_or_none,
 )
@@ -81,12 +84,10 @@ class _Entry:
     matched_id: str | None = None  # what the conditional update matched while preparing
     issues: list[Issue] = field(default_factory=list)
     #: For a PUT prepared on the connection that writes (a bulk batch): the current version read
-    #: while judging, or None if there is none. `_NOT_READ` when it must be read again under the
+    #: while judging, or None if there is none. `NOT_READ` when it must be read again under the
     #: unit of work (a single transaction prepares on another connection).
     current: StoredResource | object | None = None
 
-
-_NOT_READ: Final = object()
 
 #: Builds the AuditEvent of the interaction a write belongs to: (resource type, id, HTTP status).
 #: Passed by the API so the event is stored in the write's own unit of work: a committed write
@@ -277,7 +278,7 @@ class Pipeline:
         with self.repo.unit_of_work() as uow:
             if if_none_exist:
                 criteria = parse_query_string(if_none_exist).params
-                _lock(uow, rt, criteria)
+                lock_criteria(uow, rt, criteria)
                 existing = find_one_or_none(uow, rt, criteria)
                 if existing is not None:
                     return WriteResult(existing, created=False, issues=[], status=200)
@@ -326,7 +327,7 @@ class Pipeline:
         structural, judged = self.judge(resource, ctx)
         self._raise_if_blocking(structural, judged)
         with self.repo.unit_of_work() as uow:
-            unchanged = _unchanged_current(uow, resource, if_match)
+            unchanged = unchanged_current(uow, resource, if_match)
             if unchanged is not None:
                 return WriteResult(unchanged, created=False, issues=info + judged, status=200)
             stored, created = uow.update(resource, if_match=if_match)
@@ -358,7 +359,7 @@ class Pipeline:
         between answers 412 when the client sent If-Match, and is re-read and re-applied (at most
         three times) when it did not, so no write is ever lost under a patch. `authorise` sees the
         patched resource before it is judged (the caller's access checks on the new content)."""
-        document = _json_patch(operations)
+        document = parse_json_patch(operations)
         for _attempt in range(3):
             current = self.repo.read(resource_type, id)  # NotFound 404, Gone 410
             if if_match is not None and if_match != current.version_id:
@@ -372,7 +373,7 @@ class Pipeline:
                         )
                     ]
                 )
-            patched = _apply_json_patch(document, current.resource, resource_type, id)
+            patched = apply_json_patch(document, current.resource, resource_type, id)
             if authorise is not None:  # e.g. a patient-scoped token may not move it elsewhere
                 authorise(patched)
             try:
@@ -560,7 +561,7 @@ class Pipeline:
             # waits instead of creating the same Patient twice, and two batches cannot deadlock.
             lock = getattr(uow, "lock", None)
             if callable(lock):
-                for key in _conditional_lock_keys(bundles):
+                for key in conditional_lock_keys(bundles):
                     lock(key)
             for bundle in bundles:
                 try:
@@ -669,10 +670,10 @@ class Pipeline:
                 continue
             ctx.entry_index = e.index
             ctx.mode = "update" if e.method == "PUT" else "create"
-            e.current = _NOT_READ
+            e.current = NOT_READ
             ctx.previous = None
             if e.method == "PUT":
-                current = _current_or_none(reader, str(e.target_type), str(e.target_id))
+                current = current_or_none(reader, str(e.target_type), str(e.target_id))
                 ctx.previous = current.resource if current is not None else None
                 if repo is not None and targets[(e.target_type, e.target_id)] == 1:
                     e.current = current  # read on the connection that writes: reuse it there
@@ -730,7 +731,7 @@ class Pipeline:
             self._store_provenance(uow, stored, judged, ctx)
             return self._entry_response(stored, "201 Created", outcome)
         if e.method == "PUT" and e.resource is not None:
-            unchanged = _unchanged_current(uow, e.resource, e.if_match, e.current)
+            unchanged = unchanged_current(uow, e.resource, e.if_match, e.current)
             if unchanged is not None:
                 return self._entry_response(unchanged, "200 OK", outcome)
             stored, created = uow.update(e.resource, if_match=e.if_match)
@@ -811,49 +812,6 @@ class _MatchChanged(Exception):
     """A conditional match seen while preparing differs from the one under the lock."""
 
 
-def _lock_key(resource_type: str, criteria: Sequence[SearchParam]) -> str:
-    return (
-        resource_type
-        + "?"
-        + "&".join(
-            f"{p.name}{':' + p.modifier if p.modifier else ''}={','.join(sorted(p.values))}"
-            for p in sorted(criteria, key=lambda p: (p.name, p.modifier or "", p.values))
-        )
-    )
-
-
-def _lock(uow: Repository, resource_type: str, criteria: Sequence[SearchParam]) -> None:
-    lock = getattr(uow, "lock", None)
-    if callable(lock):
-        lock(_lock_key(resource_type, criteria))
-
-
-def _conditional_lock_keys(bundles: Sequence[JsonObject]) -> list[str]:
-    """Every conditional create/update criterion in the Bundles, as sorted, distinct lock keys.
-    Malformed entries are skipped here: they fail later, in `_parse_entries`, with their reasons."""
-    keys: set[str] = set()
-    for bundle in bundles:
-        entries = bundle.get("entry") if isinstance(bundle, dict) else None
-        for raw in entries if isinstance(entries, list) else ():
-            request = raw.get("request") if isinstance(raw, dict) else None
-            if not isinstance(request, dict):
-                continue
-            method = str(request.get("method", "")).upper()
-            url = str(request.get("url", ""))
-            if method == "POST" and isinstance(request.get("ifNoneExist"), str):
-                resource_type, query = url.split("?", 1)[0].strip("/"), request["ifNoneExist"]
-            elif method == "PUT" and "?" in url:
-                resource_type, query = url.split("?", 1)
-                resource_type = resource_type.strip("/")
-            else:
-                continue
-            try:
-                keys.add(_lock_key(resource_type, parse_query_string(query).params))
-            except AdapterError:
-                continue
-    return sorted(keys)
-
-
 def _recheck_conditional_matches(uow: Repository, entries: list[_Entry]) -> None:
     """Locks each conditional's criteria (in a stable order, so two writers cannot deadlock) and
     checks the match is still the one the Bundle was prepared with."""
@@ -864,53 +822,13 @@ def _recheck_conditional_matches(uow: Repository, entries: list[_Entry]) -> None
             conditional.append((e.target_type, parse_query_string(query).params, e))
     conditional.sort(key=lambda c: (c[0], repr(c[1])))
     for resource_type, criteria, e in conditional:
-        _lock(uow, resource_type, criteria)
+        lock_criteria(uow, resource_type, criteria)
         match = find_one_or_none(uow, resource_type, criteria)
         expected = e.skip_create.id if e.skip_create is not None else None
         if e.method == "PUT":
             expected = e.matched_id
         if (match.id if match else None) != expected:
             raise _MatchChanged
-
-
-def _without_meta(resource: JsonObject) -> JsonObject:
-    out = dict(resource)
-    meta = out.pop("meta", None)
-    if isinstance(meta, dict):
-        rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
-        if rest:
-            out["meta"] = rest
-    return out
-
-
-def _current_or_none(repo: Repository, resource_type: str, id: str) -> StoredResource | None:
-    try:
-        return repo.read(resource_type, id)
-    except (NotFound, Gone):
-        return None
-
-
-def _unchanged_current(
-    repo: Repository,
-    resource: JsonObject,
-    if_match: int | None,
-    known: StoredResource | object | None = _NOT_READ,
-) -> StoredResource | None:
-    """The current version when an update would change nothing (a no-op, as HAPI does): re-sent
-    feeds then add no versions. A stale If-Match is still a 412, so this answers None then.
-    `known` is the current version already read on this unit of work's connection, if any."""
-    current = (
-        _current_or_none(repo, str(resource["resourceType"]), str(resource["id"]))
-        if known is _NOT_READ
-        else known
-    )
-    if not isinstance(current, StoredResource):
-        return None
-    if if_match is not None and if_match != current.version_id:
-        return None
-    if _without_meta(current.resource) == _without_meta(resource):
-        return current
-    return None
 
 
 def _reindex(issue: Issue, index: int) -> Issue:
@@ -931,57 +849,3 @@ def references_in(resource: JsonObject) -> Iterator[str]:
         value = str(ref["reference"])
         if parse_reference(value).kind in ("relative", "absolute"):
             yield value
-
-
-def _json_patch(operations: Any) -> jsonpatch.JsonPatch:
-    """A JSON Patch document, or a 400 naming the operation that is malformed."""
-    if not isinstance(operations, list) or not operations:
-        raise InputError(
-            [Issue("error", "structure", "A JSON Patch document is a non-empty JSON array")]
-        )
-    for i, op in enumerate(operations):
-        if not isinstance(op, dict) or op.get("op") not in _PATCH_OPS or "path" not in op:
-            raise InputError(
-                [
-                    Issue(
-                        "error",
-                        "structure",
-                        f"Operation {i} is not a JSON Patch operation (op one of "
-                        f"{', '.join(sorted(_PATCH_OPS))}, and a path)",
-                        expression=f"[{i}]",
-                    )
-                ]
-            )
-    try:
-        return jsonpatch.JsonPatch(operations)
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-        raise InputError([Issue("error", "structure", f"Invalid JSON Patch: {exc}")]) from exc
-
-
-_PATCH_OPS: Final = frozenset({"add", "remove", "replace", "move", "copy", "test"})
-
-
-def _apply_json_patch(
-    document: jsonpatch.JsonPatch, current: JsonObject, resource_type: str, id: str
-) -> JsonObject:
-    base = _without_meta(current)
-    base["id"] = id
-    try:
-        patched = document.apply(jsonio.copy_json(base))
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise UnprocessableError(
-            [Issue("error", "processing", f"A JSON Patch test failed: {exc}")]
-        ) from exc
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-        raise UnprocessableError(
-            [Issue("error", "processing", f"The JSON Patch cannot be applied: {exc}")]
-        ) from exc
-    if not isinstance(patched, dict) or patched.get("resourceType") != resource_type:
-        raise UnprocessableError(
-            [Issue("error", "processing", "A patch may not change the resourceType")]
-        )
-    if patched.get("id") != id:
-        raise UnprocessableError(
-            [Issue("error", "processing", "A patch may not change the id", expression="id")]
-        )
-    return patched
