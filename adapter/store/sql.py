@@ -28,12 +28,11 @@ import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy.engine import Connection, Dialect, Engine
 
 from adapter.clock import Clock, SystemClock
 from adapter.errors import (
@@ -58,6 +57,26 @@ from adapter.store.repository import (
     SearchQuery,
     StoredResource,
 )
+from adapter.store.sql_engine import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    build_engine,
+    validated_schema,
+    write_engine,
+)
+
+# Names other modules import from here; each lives in the module that owns its concept.
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "WRITE_ATTEMPTS",
+    "SqlRepository",
+    "_driver_sql",
+    "_plan_search",
+    "build_engine",
+    "format_instant",
+    "translate_db_errors",
+    "validated_schema",
+    "write_engine",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +84,8 @@ T = TypeVar("T")
 
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9\-\.]{1,64}$")
 _TYPE_RE: Final = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-_SCHEMA_RE: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: Attempts of one write outside a unit of work when it loses a race or meets a transient error.
 WRITE_ATTEMPTS: Final = 5
-SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
-_WRITE_OPTION: Final = "adapter_write_transaction"
 #: PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock.
 _RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})
 _SORTS: Final = {"_lastUpdated", "-_lastUpdated", "_id", "-_id"}
@@ -145,63 +161,6 @@ _SQL_READ_VERSION: Final = (
 _SQL_ADVISORY_LOCK: Final = "SELECT pg_advisory_xact_lock(?)"
 #: Compiled search statements kept per dialect; past this many shapes the cache starts again.
 _SEARCH_CACHE_SIZE: Final = 512
-
-
-# --- engine ---------------------------------------------------------------------------------
-
-
-def build_engine(database_url: str, schema: str | None = None) -> Engine:
-    """One engine per process. `schema` (PostgreSQL only) becomes the connection's search_path.
-
-    SQLite: WAL, a busy timeout, `synchronous=FULL` (a committed referral survives power loss),
-    and driver-level autocommit so that we, not pysqlite, decide when a transaction begins.
-    """
-    url = make_url(database_url)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
-        sa.event.listen(engine, "connect", _configure_sqlite_connection)
-        sa.event.listen(engine, "begin", _begin_sqlite_transaction)
-        return engine
-    if backend == "postgresql":
-        connect_args: dict[str, Any] = {}
-        if schema is not None:
-            connect_args["options"] = f"-csearch_path={validated_schema(schema)}"
-        return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
-    raise InputError(f"Unsupported database backend {backend!r}: use sqlite or postgresql+psycopg")
-
-
-def validated_schema(schema: str) -> str:
-    """Schema names are interpolated into SQL, so only plain lower-case identifiers are accepted."""
-    if not _SCHEMA_RE.match(schema):
-        raise InputError(f"Invalid database schema name {schema!r}")
-    return schema
-
-
-def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
-
-
-def _begin_sqlite_transaction(connection: Connection) -> None:
-    is_write = bool(connection.get_execution_options().get(_WRITE_OPTION))
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if is_write else "BEGIN")
-
-
-def write_engine(engine: Engine) -> Engine:
-    """The same pool, marked so that SQLite begins its transactions with `BEGIN IMMEDIATE`."""
-    return engine.execution_options(**{_WRITE_OPTION: True})
 
 
 # --- errors ---------------------------------------------------------------------------------
