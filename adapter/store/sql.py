@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import re
 import time
 import uuid
@@ -36,17 +35,15 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 
 from adapter.clock import Clock, SystemClock
 from adapter.errors import (
-    AdapterError,
     Conflict,
     Gone,
     InputError,
     NotFound,
     PreconditionFailed,
-    UpstreamUnavailable,
 )
 from adapter.fhir import jsonio
 from adapter.fhir.types import JsonObject
-from adapter.issue import Issue, IssueCode
+from adapter.issue import Issue
 from adapter.settings import Settings
 from adapter.store import search_index
 from adapter.store.models import CURRENT_TABLE, INDEX_TABLE, VERSION_TABLE
@@ -63,6 +60,7 @@ from adapter.store.sql_engine import (
     validated_schema,
     write_engine,
 )
+from adapter.store.sql_errors import _Retry, translate_db_errors
 
 # Names other modules import from here; each lives in the module that owns its concept.
 __all__ = [
@@ -78,7 +76,6 @@ __all__ = [
     "write_engine",
 ]
 
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -86,8 +83,6 @@ _ID_RE: Final = re.compile(r"^[A-Za-z0-9\-\.]{1,64}$")
 _TYPE_RE: Final = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 #: Attempts of one write outside a unit of work when it loses a race or meets a transient error.
 WRITE_ATTEMPTS: Final = 5
-#: PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock.
-_RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})
 _SORTS: Final = {"_lastUpdated", "-_lastUpdated", "_id", "-_id"}
 
 _current = CURRENT_TABLE.c
@@ -161,48 +156,6 @@ _SQL_READ_VERSION: Final = (
 _SQL_ADVISORY_LOCK: Final = "SELECT pg_advisory_xact_lock(?)"
 #: Compiled search statements kept per dialect; past this many shapes the cache starts again.
 _SEARCH_CACHE_SIZE: Final = 512
-
-
-# --- errors ---------------------------------------------------------------------------------
-
-
-class _Retry(Exception):
-    """Internal: the transaction lost a race or met a transient error, and may simply be rerun."""
-
-
-def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
-    state = getattr(error.orig, "sqlstate", None)
-    return state if isinstance(state, str) else None
-
-
-@contextmanager
-def translate_db_errors(*, may_retry: bool) -> Iterator[None]:
-    """Turns SQLAlchemy and driver errors into our family; the statement and its data never leak."""
-    try:
-        yield
-    except AdapterError:
-        raise
-    except sa_exc.IntegrityError as error:
-        if may_retry:
-            raise _Retry from error
-        raise Conflict(
-            [Issue("error", "conflict", "A concurrent write created the same resource")]
-        ) from error
-    except sa_exc.DBAPIError as error:
-        state = _sqlstate(error)
-        locked = "database is locked" in str(error.orig) or "database is busy" in str(error.orig)
-        if may_retry and (locked or state in _RETRYABLE_SQLSTATES):
-            raise _Retry from error
-        log.warning("store error %s sqlstate=%s", type(error.orig).__name__, state)
-        code: IssueCode = "lock-error" if locked else "transient"
-        raise UpstreamUnavailable(
-            [Issue("error", code, f"The database is unavailable ({type(error.orig).__name__})")]
-        ) from error
-    except sa_exc.SQLAlchemyError as error:
-        log.warning("store error %s", type(error).__name__)
-        raise UpstreamUnavailable(
-            [Issue("error", "exception", f"The database failed ({type(error).__name__})")]
-        ) from error
 
 
 # --- helpers --------------------------------------------------------------------------------
