@@ -23,6 +23,7 @@ from adapter.clock import Clock, SystemClock
 from adapter.context import ConformanceStage, PolicyStage, ValidationContext
 from adapter.errors import (
     AdapterError,
+    Conflict,
     ConformanceError,
     Gone,
     InputError,
@@ -83,6 +84,9 @@ class _Entry:
     conditional: str | None = None  # `PUT Type?criteria` (conditional update)
     matched_id: str | None = None  # what the conditional update matched while preparing
     issues: list[Issue] = field(default_factory=list)
+    #: `ifNoneMatch: *` on a PUT: create only, 412 if the resource already exists (RFC 9110
+    #: If-None-Match semantics). Settled by the store's primary key, so it holds under races.
+    create_only: bool = False
     #: For a PUT prepared on the connection that writes (a bulk batch): the current version read
     #: while judging, or None if there is none. `NOT_READ` when it must be read again under the
     #: unit of work (a single transaction prepares on another connection).
@@ -469,6 +473,18 @@ class Pipeline:
                 entry.if_match = parse_etag(request.get("ifMatch"))
             except InputError as exc:
                 issues += [x.rebased(f"{where}.request.ifMatch") for x in exc.issues]
+            if_none_match = request.get("ifNoneMatch")
+            if if_none_match is not None and method in ("PUT", "POST", "DELETE"):
+                if method != "PUT" or str(if_none_match).strip() != "*":
+                    issues.append(
+                        Issue(
+                            "error",
+                            "not-supported",
+                            "ifNoneMatch is supported on PUT entries as '*' (create only)",
+                            expression=f"{where}.request.ifNoneMatch",
+                        )
+                    )
+                entry.create_only = True
             path = url.split("?", 1)[0].strip("/")
             parts = path.split("/") if path else []
             if method in ("POST", "PUT") and entry.resource is None:
@@ -728,6 +744,22 @@ class Pipeline:
                     },
                 }
             stored = uow.create(e.resource, id=e.target_id)
+            self._store_provenance(uow, stored, judged, ctx)
+            return self._entry_response(stored, "201 Created", outcome)
+        if e.method == "PUT" and e.resource is not None and e.create_only:
+            try:
+                stored = uow.create(e.resource, id=e.target_id)
+            except Conflict as exc:
+                raise PreconditionFailed(
+                    [
+                        Issue(
+                            "error",
+                            "duplicate",
+                            f"{e.target_type}/{e.target_id} already exists (ifNoneMatch: *)",
+                            expression=f"Bundle.entry[{e.index}].request.ifNoneMatch",
+                        )
+                    ]
+                ) from exc
             self._store_provenance(uow, stored, judged, ctx)
             return self._entry_response(stored, "201 Created", outcome)
         if e.method == "PUT" and e.resource is not None:

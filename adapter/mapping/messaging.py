@@ -159,9 +159,18 @@ def _response(
 
 
 def process_message(
-    inbound: Inbound, bundle: JsonObject, *, base_url: str, authorize: Authorize
+    inbound: Inbound,
+    bundle: JsonObject,
+    *,
+    base_url: str,
+    authorize: Authorize,
+    _settled: bool = False,
 ) -> MessageOutcome:
-    """Maps, judges and stores one message; answers the response message BaRS expects."""
+    """Maps, judges and stores one message; answers the response message BaRS expects.
+
+    A new MessageHeader is written create-only, so of two messages that reuse one id at the same
+    moment only one is stored; the other is answered again from what is then stored (the same
+    answer for an identical re-send, 409 for different content)."""
     if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "message":
         return _bad(
             400, "invalid", "$process-message takes a Bundle of type message", "Bundle.type"
@@ -270,7 +279,15 @@ def process_message(
                     )
                 ],
             )
-        outcome = submit(inbound.pipeline, result, planned)
+        header_is_new = header_ref is not None and any(
+            f"{r['resourceType']}/{r['id']}" == header_ref for r in to_write
+        )
+        outcome = submit(
+            inbound.pipeline,
+            result,
+            planned,
+            create_only={header_ref} if header_is_new and header_ref is not None else (),
+        )
     except AdapterError as exc:
         code = "transient-error" if exc.status in (502, 503, 504) else "fatal-error"
         return answer(exc.status, code, exc.issues)
@@ -279,6 +296,11 @@ def process_message(
             503,
             "transient-error",
             [Issue("error", "transient", "The store is unavailable; retry later")],
+        )
+    if outcome.status == "rejected" and outcome.http_status == 412 and not _settled:
+        # a concurrent message with this MessageHeader.id was stored first: answer against it
+        return process_message(
+            inbound, bundle, base_url=base_url, authorize=authorize, _settled=True
         )
     if outcome.status == "rejected":
         status = outcome.http_status if outcome.http_status >= 400 else 422

@@ -11,6 +11,7 @@ Everything that remains is one transaction: written whole or not at all, by `Pip
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any, Final, Literal
@@ -91,16 +92,24 @@ def plan(pipeline: Pipeline, resources: list[MappedResource]) -> tuple[list[Json
     return [r for i, r in enumerate(working) if keep[i]], skipped
 
 
-def transaction_bundle(resources: list[JsonObject]) -> JsonObject:
+def transaction_bundle(
+    resources: list[JsonObject], create_only: Collection[str] = ()
+) -> JsonObject:
+    """PUTs to the resources' ids; those named in `create_only` carry `ifNoneMatch: *` (written
+    only if absent, 412 otherwise, settled by the store's primary key)."""
+
+    def request(r: JsonObject) -> JsonObject:
+        ref = f"{r['resourceType']}/{r['id']}"
+        out: JsonObject = {"method": "PUT", "url": ref}
+        if ref in create_only:
+            out["ifNoneMatch"] = "*"
+        return out
+
     return {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {
-                "fullUrl": f"{r['resourceType']}/{r['id']}",
-                "resource": r,
-                "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-            }
+            {"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r, "request": request(r)}
             for r in resources
         ],
     }
@@ -133,10 +142,12 @@ def submit(
     pipeline: Pipeline,
     result: MappingResult,
     planned: tuple[list[JsonObject], list[str]] | None = None,
+    create_only: Collection[str] = (),
 ) -> UnitOutcome:
     """Judges and writes the mapped resources as one unit; never raises for bad content.
 
-    `planned` is a `plan(...)` the caller already made (e.g. to check a message id first)."""
+    `planned` is a `plan(...)` the caller already made (e.g. to check a message id first);
+    `create_only` names planned resources that must not exist when written (412 if they do)."""
     if has_blocking(result.issues):
         return UnitOutcome(result, "rejected", list(result.issues), http_status=422)
     if planned is None:
@@ -151,7 +162,7 @@ def submit(
     to_write, skipped = planned
     if not to_write:
         return UnitOutcome(result, "unchanged", list(result.issues), unchanged=skipped)
-    bundle = transaction_bundle(to_write)
+    bundle = transaction_bundle(to_write, create_only)
     try:
         response = pipeline.transaction(bundle)
     except AdapterError as exc:

@@ -141,3 +141,41 @@ def test_urn_uuid_reference_to_conditionally_matched_patient_points_at_existing(
     flag = r.json()["entry"][1]["resource"]
     assert flag["subject"]["reference"] == f"Patient/{first['id']}"
     assert r.json()["entry"][0]["response"]["status"] == "200 OK"
+
+
+def _create_only_bundle(patient_id: str, gender: str, if_none_match: str = "*") -> dict:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": f"Patient/{patient_id}",
+                "resource": {"resourceType": "Patient", "id": patient_id, "gender": gender},
+                "request": {
+                    "method": "PUT",
+                    "url": f"Patient/{patient_id}",
+                    "ifNoneMatch": if_none_match,
+                },
+            }
+        ],
+    }
+
+
+def test_put_with_if_none_match_star_creates_once_then_is_412(client):
+    first = client.post("/fhir", content=json.dumps(_create_only_bundle("p-once", "female")))
+    assert first.status_code == 200, first.text
+    assert first.json()["entry"][0]["response"]["status"].startswith("201")
+    again = client.post("/fhir", content=json.dumps(_create_only_bundle("p-once", "male")))
+    assert again.status_code == 412, again.text
+    issue = again.json()["issue"][0]
+    assert issue["code"] == "duplicate"
+    assert issue["expression"] == ["Bundle.entry[0].request.ifNoneMatch"]
+    stored = client.get("/fhir/Patient/p-once").json()
+    assert (stored["gender"], stored["meta"]["versionId"]) == ("female", "1")
+
+
+def test_if_none_match_other_than_star_or_on_post_is_refused(client):
+    r = client.post("/fhir", content=json.dumps(_create_only_bundle("p-etag", "female", 'W/"1"')))
+    assert r.status_code == 400
+    assert r.json()["issue"][0]["expression"] == ["Bundle.entry[0].request.ifNoneMatch"]
+    assert client.get("/fhir/Patient/p-etag").status_code == 404

@@ -175,3 +175,38 @@ def test_ers_referralrequest_converts_once(client, services):
     again = _post(client, body, "/fhir/$convert-ers")
     assert again.status_code == 200
     assert _counts(services) == counts
+
+
+def test_two_different_messages_sent_at_once_under_one_id_store_one_and_refuse_the_other(
+    client, services
+):
+    """The MessageHeader.id check is settled inside the write, not before it: two messages that
+    reuse one id with different content, arriving together, cannot both be stored (the second
+    would silently overwrite the first's referral)."""
+    import threading
+
+    message = json.loads(MESSAGE.read_text())
+    bodies = []
+    for text in ("First version", "Second version"):
+        changed = copy.deepcopy(message)
+        changed["entry"][1]["resource"]["note"][0]["text"] = text
+        bodies.append(changed)
+    barrier = threading.Barrier(2)
+    statuses: dict[str, int] = {}
+
+    def send(body: dict) -> None:
+        barrier.wait()
+        statuses[body["entry"][1]["resource"]["note"][0]["text"]] = _post(client, body).status_code
+
+    threads = [threading.Thread(target=send, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses.values()) == [200, 409], statuses
+    winner = next(text for text, status in statuses.items() if status == 200)
+    from adapter.store.repository import SearchQuery
+
+    referrals = services.repo.search("ServiceRequest", SearchQuery(count=10)).resources
+    assert [r.resource["note"][0]["text"] for r in referrals] == [winner]
+    assert [r.version_id for r in referrals] == [1]
