@@ -1,0 +1,148 @@
+"""Element paths in the JSON a mapping builds (`a.b[0].c`, `[+]` to append), parsed once per
+distinct path: set, get, and the pruning of empty elements that rules with no source leave."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any, Final
+
+from adapter.fhir.types import JsonObject
+
+_SEGMENT: Final = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<index>\d+|\+)\])?$")
+
+
+@lru_cache(maxsize=4096)
+def _segments(path: str) -> tuple[tuple[str, str | None], ...]:
+    """`a.b[0].c` -> ((a, None), (b, "0"), (c, None)), parsed once per distinct path."""
+    out: list[tuple[str, str | None]] = []
+    for part in path.split("."):
+        m = _SEGMENT.match(part)
+        if m is None:
+            raise ValueError(f"bad path segment {part!r} in {path!r}")
+        out.append((m["name"], m["index"]))
+    return tuple(out)
+
+
+#: `[+]` (append) in a compiled path; other indexes are the int they spell
+_APPEND: Final = -1
+_Compiled = tuple[tuple[str, int | None], ...]
+
+
+@lru_cache(maxsize=4096)
+def _compiled(path: str) -> tuple[_Compiled, str | None]:
+    """The segments with their indexes as ints (`[+]` is _APPEND), and the concrete path set_path
+    returns when that is fixed (no `[+]`): a rule's `to` is parsed once, not on every record."""
+    segments = tuple(
+        (name, None if index is None else _APPEND if index == "+" else int(index))
+        for name, index in _segments(path)
+    )
+    if any(index == _APPEND for _, index in segments):
+        return segments, None
+    return segments, ".".join(name if i is None else f"{name}[{i}]" for name, i in segments)
+
+
+@lru_cache(maxsize=4096)
+def _readable(path: str) -> _Compiled | None:
+    """The segments get_path walks, or None when nothing can be read there (a bad path, or `[+]`,
+    which names an element not made yet)."""
+    try:
+        segments, concrete = _compiled(path)
+    except ValueError:
+        return None
+    return segments if concrete is not None else None
+
+
+def set_path(target: JsonObject, path: str, value: Any) -> str:
+    """Sets `a.b[0].c` (or appends with `[+]`), creating containers; returns the concrete path."""
+    segments, fixed = _compiled(path)
+    node: Any = target
+    concrete: list[str] = []
+    last_i = len(segments) - 1
+    for i, (name, index) in enumerate(segments):
+        last = i == last_i
+        if index is None:
+            if fixed is None:
+                concrete.append(name)
+            if last:
+                node[name] = value
+            else:
+                node = node.setdefault(name, {})
+            continue
+        items = node.setdefault(name, [])
+        if index == _APPEND:
+            items.append(value if last else {})
+            pos = len(items) - 1
+        else:
+            pos = index
+            while len(items) <= pos:
+                items.append({})
+            if last:
+                items[pos] = value
+        if fixed is None:
+            concrete.append(f"{name}[{pos}]")
+        if not last:
+            node = items[pos]
+    return fixed if fixed is not None else ".".join(concrete)
+
+
+def get_path(node: Any, path: str) -> Any:
+    segments = _readable(path)
+    if segments is None:
+        return None
+    for name, index in segments:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(name)
+        if index is not None:
+            if not isinstance(node, list) or index >= len(node):
+                return None
+            node = node[index]
+        if node is None:
+            return None
+    return node
+
+
+#: what prune_empty removes; compared with `in` (equality), as JSON values compare
+_EMPTY: Final[tuple[Any, ...]] = ({}, [], "", None)
+
+
+def prune_empty(node: Any) -> Any:
+    """Removes empty dicts/lists/strings left by rules whose source was absent (no empty elements).
+
+    Always returns fresh containers, so the output never shares a dict or list with the mapping
+    file (a `const` or `setting` value). The common leaf types are tested by exact type first:
+    a non-empty str, an int, a float or a bool is never equal to an empty value."""
+    if isinstance(node, dict):
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            kind = type(value)
+            if kind is str:
+                if value:
+                    out[key] = value
+            elif kind is int or kind is float or kind is bool:
+                out[key] = value
+            elif isinstance(value, dict | list):
+                pruned = prune_empty(value)
+                if pruned:
+                    out[key] = pruned
+            elif value not in _EMPTY:
+                out[key] = value
+        return out
+    if isinstance(node, list):
+        kept: list[Any] = []
+        for value in node:
+            kind = type(value)
+            if kind is str:
+                if value:
+                    kept.append(value)
+            elif kind is int or kind is float or kind is bool:
+                kept.append(value)
+            elif isinstance(value, dict | list):
+                pruned = prune_empty(value)
+                if pruned:
+                    kept.append(pruned)
+            elif value not in _EMPTY:
+                kept.append(value)
+        return kept
+    return node
