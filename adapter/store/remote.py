@@ -2,50 +2,41 @@
 
 `RemoteFhirRepository` (sync, pooled `httpx.Client`) serves reads and direct writes; `AsyncFhirClient`
 (pooled `httpx.AsyncClient`) is what the outbox delivers with. Both send requests built by the same
-helpers and run them inside `backend_errors`, the one context manager that turns httpx errors and
-backend answers into our error family and evens out backend quirks:
-
-- a stale version is 412 (R4); HAPI JPA answers 409 (`HAPI-0989`) -> PreconditionFailed when we sent
-  a precondition or the outcome says the version conflicts;
-- invalid content is 400 (structural) or 422 (profile, invariant, business rule); HAPI's repository
-  validator answers 412 and some servers answer 400 for profile failures -> sorted by issue code;
-- 429 and 5xx keep the server's Retry-After; timeouts, resets and refused connections are 503.
-
-Authentication: none, a static bearer token, or SMART Backend Services (`client_credentials` with a
-`private_key_jwt` assertion signed with joserfc), see `build_auth`.
+helpers and run them inside `backend_errors` (`remote_errors`), the one context manager that turns
+httpx errors and backend answers into our error family and evens out backend quirks (409 vs 412).
+Authentication (none, a static bearer token, or SMART Backend Services) is built by `build_auth`
+(`remote_auth`). The names listed in `__all__` stay importable from here.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
-from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Final, cast
+from typing import Final
 from urllib.parse import quote
 
 import httpx
 
 from adapter.errors import (
-    AdapterError,
-    Conflict,
-    ConformanceError,
-    Gone,
     InputError,
-    NotFound,
-    PreconditionFailed,
-    TooManyRequests,
     UpstreamUnavailable,
 )
 from adapter.fhir import jsonio
 from adapter.fhir.types import JsonObject
-from adapter.issue import Issue, IssueCode
+from adapter.issue import Issue
 from adapter.settings import Settings
+from adapter.store.remote_auth import ClientCredentialsJwt, StaticBearer, build_auth
+from adapter.store.remote_errors import (
+    answered_by_server,
+    backend_errors,
+    check_status,
+    map_status,
+    outcome_issues,
+)
 from adapter.store.repository import (
     COMMON_SEARCH_PARAMS,
     HistoryPage,
@@ -54,269 +45,30 @@ from adapter.store.repository import (
     StoredResource,
 )
 
+# Names other modules import from here, besides the clients defined below.
+__all__ = [
+    "FHIR_JSON",
+    "AsyncFhirClient",
+    "ClientCredentialsJwt",
+    "RemoteFhirRepository",
+    "StaticBearer",
+    "answered_by_server",
+    "backend_errors",
+    "build_auth",
+    "check_status",
+    "delete_entry",
+    "etag_of",
+    "map_status",
+    "outcome_issues",
+    "put_entry",
+    "stored_from",
+    "transaction_bundle",
+    "transaction_precondition",
+]
+
 log = logging.getLogger(__name__)
 
 FHIR_JSON: Final = "application/fhir+json"
-#: Issue codes that mean "valid JSON, but breaks a profile or rule": our 422, whatever status came.
-_PROFILE_CODES: Final = frozenset({"invariant", "code-invalid", "business-rule", "extension"})
-_ISSUE_CODES: Final = frozenset(IssueCode.__args__)  # type: ignore[attr-defined]  # Literal members
-_CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class _BackendStatus(Exception):
-    """Internal: the backend answered with an error status; `backend_errors` maps it."""
-
-    def __init__(self, response: httpx.Response):
-        super().__init__(response.status_code)
-        self.response = response
-
-
-def check_status(response: httpx.Response) -> httpx.Response:
-    if response.status_code >= 400:
-        raise _BackendStatus(response)
-    return response
-
-
-def outcome_issues(response: httpx.Response) -> list[Issue]:
-    """Our Issues from the backend's OperationOutcome; a generic one when there is none."""
-    issues: list[Issue] = []
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        for raw in body.get("issue") or []:
-            if not isinstance(raw, dict):
-                continue
-            severity = raw.get("severity")
-            code = raw.get("code")
-            issue_code = cast(IssueCode, code) if code in _ISSUE_CODES else "processing"
-            text = (
-                (raw.get("details") or {}).get("text") or raw.get("diagnostics") or "backend issue"
-            )
-            expression = raw.get("expression") or raw.get("location") or [None]
-            issues.append(
-                Issue(
-                    severity
-                    if severity in ("fatal", "error", "warning", "information")
-                    else "error",
-                    issue_code,
-                    f"Backing server: {text}"[:500],
-                    expression=expression[0]
-                    if isinstance(expression, list) and expression
-                    else None,
-                )
-            )
-    if not issues:
-        issues.append(
-            Issue("error", "processing", f"Backing server answered HTTP {response.status_code}")
-        )
-    return issues
-
-
-def _is_version_conflict(issues: list[Issue]) -> bool:
-    return any(
-        "version" in i.text.lower() or "HAPI-0989" in i.text or i.code == "conflict" for i in issues
-    )
-
-
-def _retry_after(response: httpx.Response) -> dict[str, str]:
-    value = response.headers.get("Retry-After")
-    return {"Retry-After": value} if value else {}
-
-
-def map_status(response: httpx.Response, *, sent_precondition: bool) -> AdapterError:
-    """The one table from a backend status (and its outcome) to our error family."""
-    status = response.status_code
-    issues = outcome_issues(response)
-    blocking_codes = {i.code for i in issues if i.severity in ("fatal", "error")}
-    is_profile_failure = bool(blocking_codes) and blocking_codes <= _PROFILE_CODES
-    if status in (409, 412) and (
-        sent_precondition or (status == 409 and _is_version_conflict(issues))
-    ):
-        return PreconditionFailed(issues)
-    if status == 409:
-        return Conflict(issues)
-    if status in (400, 412, 422) and (status == 422 or is_profile_failure or status == 412):
-        return ConformanceError(issues)
-    if status == 400:
-        return InputError(issues)
-    if status == 404:
-        return NotFound(issues)
-    if status == 410:
-        return Gone(issues)
-    if status == 429:
-        return TooManyRequests(issues, headers=_retry_after(response))
-    if status in (401, 403):
-        text = f"Backing server refused our credentials (HTTP {status})"
-        return UpstreamUnavailable([Issue("error", "security", text)])
-    return UpstreamUnavailable(issues, headers=_retry_after(response))
-
-
-def answered_by_server(error: AdapterError) -> bool:
-    """True when the backing server answered with this error status (its headers are its own);
-    False for timeouts, resets and refused connections, whose Retry-After we made up."""
-    return isinstance(error.__cause__, _BackendStatus)
-
-
-@contextmanager
-def backend_errors(*, sent_precondition: bool = False) -> Iterator[None]:
-    """Maps httpx errors and backend error answers into our family; nothing foreign escapes."""
-    try:
-        yield
-    except _BackendStatus as exc:
-        raise map_status(exc.response, sent_precondition=sent_precondition) from exc
-    except httpx.TimeoutException as exc:
-        raise UpstreamUnavailable(
-            [Issue("error", "timeout", f"Backing server timed out ({type(exc).__name__})")],
-            headers={"Retry-After": "5"},
-        ) from exc
-    except (httpx.TransportError, httpx.DecodingError, httpx.TooManyRedirects) as exc:
-        raise UpstreamUnavailable(
-            [Issue("error", "transient", f"Backing server unreachable ({type(exc).__name__})")],
-            headers={"Retry-After": "5"},
-        ) from exc
-    except ValueError as exc:  # an answer that is not JSON where JSON was due
-        raise UpstreamUnavailable(
-            [Issue("error", "processing", "Backing server answered with malformed JSON")]
-        ) from exc
-
-
-# --- authentication ---------------------------------------------------------------------------
-
-
-class StaticBearer(httpx.Auth):
-    def __init__(self, token: str):
-        self._header = f"Bearer {token}"
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
-        yield request
-
-
-class ClientCredentialsJwt(httpx.Auth):
-    """SMART Backend Services: a signed assertion buys an access token, cached until shortly before
-    it expires; a 401 refreshes it once. Works with sync and async clients."""
-
-    requires_response_body = True
-
-    def __init__(
-        self,
-        *,
-        token_url: str,
-        client_id: str,
-        private_key_pem: bytes,
-        scope: str,
-        kid: str | None = None,
-        alg: str = "RS384",
-    ):
-        from joserfc.jwk import import_key
-
-        self.token_url = token_url
-        self.client_id = client_id
-        self.scope = scope
-        self.kid = kid
-        self.alg = alg
-        self._key = import_key(private_key_pem, "EC" if alg.startswith("ES") else "RSA")
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._lock = threading.Lock()
-
-    def assertion(self) -> str:
-        from joserfc import jwt
-
-        now = int(time.time())
-        header: dict[str, Any] = {"alg": self.alg, "typ": "JWT"}
-        if self.kid:
-            header["kid"] = self.kid
-        claims = {
-            "iss": self.client_id,
-            "sub": self.client_id,
-            "aud": self.token_url,
-            "iat": now,
-            "exp": now + 300,
-            "jti": str(uuid.uuid4()),
-        }
-        return jwt.encode(header, claims, self._key, algorithms=[self.alg])
-
-    def _token_request(self) -> httpx.Request:
-        form = {
-            "grant_type": "client_credentials",
-            "scope": self.scope,
-            "client_assertion_type": _CLIENT_ASSERTION_TYPE,
-            "client_assertion": self.assertion(),
-        }
-        return httpx.Request(
-            "POST", self.token_url, data=form, headers={"Accept": "application/json"}
-        )
-
-    def _take_token(self, response: httpx.Response) -> None:
-        with backend_errors():
-            body = check_status(response).json()
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str):
-            raise UpstreamUnavailable(
-                [Issue("error", "security", "Token endpoint gave no access_token")]
-            )
-        self._token = token
-        self._expires_at = time.monotonic() + float(body.get("expires_in", 300)) - 30
-
-    def _needs_token(self) -> bool:
-        return self._token is None or time.monotonic() >= self._expires_at
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        for attempt in range(2):
-            if attempt or self._needs_token():
-                self._take_token((yield self._token_request()))
-            request.headers["Authorization"] = f"Bearer {self._token}"
-            response = yield request
-            if response.status_code != 401:
-                return
-
-    # httpx drives `auth_flow` for both clients; the lock only guards sync callers' token refresh.
-    def sync_auth_flow(
-        self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]:
-        with self._lock:
-            yield from self.auth_flow(request)
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        flow = self.auth_flow(request)
-        response: httpx.Response | None = None
-        try:
-            while True:
-                outgoing = flow.send(response) if response is not None else next(flow)
-                response = yield outgoing
-        except StopIteration:
-            return
-
-
-def build_auth(settings: Settings) -> httpx.Auth | None:
-    """None, a static bearer token, or client_credentials + private_key_jwt, from Settings."""
-    if settings.fhir_auth == "bearer":
-        if settings.fhir_bearer_token is None:
-            raise InputError("fhir_auth=bearer needs ADAPTER_FHIR_BEARER_TOKEN")
-        return StaticBearer(settings.fhir_bearer_token.get_secret_value())
-    if settings.fhir_auth == "client_credentials":
-        if not (
-            settings.fhir_token_url and settings.fhir_client_id and settings.fhir_private_key_path
-        ):
-            raise InputError(
-                "fhir_auth=client_credentials needs token URL, client id and private key path"
-            )
-        return ClientCredentialsJwt(
-            token_url=settings.fhir_token_url,
-            client_id=settings.fhir_client_id,
-            private_key_pem=Path(settings.fhir_private_key_path).read_bytes(),
-            scope=settings.fhir_scope,
-            kid=settings.fhir_key_id,
-        )
-    return None
 
 
 # --- requests and answers ---------------------------------------------------------------------
