@@ -30,6 +30,7 @@ SUB_APPS = (
     ("adapter.cli_clients", "app", "clients"),
     ("adapter.cli_outbox", "app", "outbox"),
     ("adapter.cli_ingest", "app", None),
+    ("adapter.cli_monitor", "app", None),
 )
 for _module, _attr, _name in SUB_APPS:
     try:
