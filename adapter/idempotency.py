@@ -8,9 +8,13 @@ key, from the same caller, for `window` (24 h by default). A key reused with a d
 (method, path, query or body bytes) is refused. Follows draft-ietf-httpapi-idempotency-key-header:
 422 for a reused key, 409 while the first request is still in flight.
 
-The row is written in its own transaction, not in the write's: a process that dies between the
-write's commit and `complete` leaves an in-flight row, taken over after `in_flight_timeout`.
-Conditional creates (`If-None-Exist`) still hold then; docs/backing-store.md lists the gap.
+The claim and the stored answer are written in their own transactions, but the write marks the
+row *committed* inside its own unit of work (`mark_committed`, called from the pipeline's write
+hook). A process that dies between the write's commit and storing the answer therefore leaves a
+committed row, not an in-flight one: a retry after `in_flight_timeout` is not run again (a plain
+POST would create twice) but answered from the mark: the write's status, its Location, and an
+OperationOutcome saying the original answer was lost. An in-flight row that never committed is
+taken over and run again, as before.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from adapter.store.models import UtcDateTime
 from adapter.store.sql import translate_db_errors, write_engine
@@ -37,6 +41,8 @@ REPLAYED_HEADERS: Final = frozenset(
 NOT_STORED: Final = frozenset({401, 403, 408, 429})
 #: Status code of a claimed row whose request has not finished.
 _IN_FLIGHT: Final = 0
+#: Status code of a claimed row whose write committed but whose answer was not (yet) stored.
+_COMMITTED: Final = -1
 MAX_KEY_LENGTH: Final = 255
 
 metadata = sa.MetaData()
@@ -137,6 +143,14 @@ class IdempotencyStore:
                 return Claim("mismatch")
             if row.status_code == _IN_FLIGHT:
                 return Claim("in_flight")
+            if row.status_code == _COMMITTED:
+                if created_at >= now - self.in_flight_timeout:
+                    return Claim("in_flight")  # most likely still sending its answer
+                mark = json.loads(row.headers)
+                headers = [(str(k), str(v)) for k, v in mark["headers"]]
+                return Claim(
+                    "replay", StoredResponse(int(mark["status"]), headers, bytes(row.body))
+                )
             headers = [(str(k), str(v)) for k, v in json.loads(row.headers)]
             return Claim("replay", StoredResponse(row.status_code, headers, bytes(row.body)))
         return Claim("in_flight")
@@ -150,7 +164,10 @@ class IdempotencyStore:
         with translate_db_errors(may_retry=False), self._write_engine.begin() as conn:
             conn.execute(
                 sa.update(RECORDS)
-                .where(RECORDS.c.key_hash == key, RECORDS.c.status_code == _IN_FLIGHT)
+                .where(
+                    RECORDS.c.key_hash == key,
+                    RECORDS.c.status_code.in_((_IN_FLIGHT, _COMMITTED)),
+                )
                 .values(
                     status_code=response.status_code,
                     headers=json.dumps(headers),
@@ -158,8 +175,33 @@ class IdempotencyStore:
                 )
             )
 
+    def mark_committed(
+        self, uow: object, key: str, *, status: int, location: str | None, body: bytes
+    ) -> bool:
+        """Inside a write's unit of work (the pipeline's write hook): the claimed row says the write
+        committed, with what to answer if the real answer is never stored. False (nothing marked)
+        when the repository exposes no SQL connection of this database."""
+        connection = _unit_connection(uow)
+        if connection is None:
+            return False
+        headers = [["content-type", "application/fhir+json"]]
+        if location:
+            headers.append(["location", location])
+        with translate_db_errors(may_retry=False):
+            connection.execute(
+                sa.update(RECORDS)
+                .where(RECORDS.c.key_hash == key, RECORDS.c.status_code == _IN_FLIGHT)
+                .values(
+                    status_code=_COMMITTED,
+                    headers=json.dumps({"status": status, "headers": headers}),
+                    body=body,
+                )
+            )
+        return True
+
     def release(self, key: str) -> None:
-        """Frees a claimed key (the request failed in a way the caller should retry)."""
+        """Frees a claimed key (the request failed in a way the caller should retry). A row whose
+        write committed is kept: running the request again could write twice."""
         with translate_db_errors(may_retry=False), self._write_engine.begin() as conn:
             conn.execute(
                 sa.delete(RECORDS).where(
@@ -211,3 +253,13 @@ class IdempotencyStore:
                     RECORDS.c.key_hash == key, RECORDS.c.created_at == created_at
                 )
             )
+
+
+def _unit_connection(uow: object) -> Connection | None:
+    """The SQL connection of an open unit of work: the embedded store's own, or the one the outbox
+    repository (backend=remote) writes its local copy and messages on."""
+    for candidate in (uow, getattr(uow, "sql", None)):
+        connection = getattr(candidate, "connection", None)
+        if isinstance(connection, Connection):
+            return connection
+    return None

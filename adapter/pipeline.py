@@ -93,18 +93,19 @@ class _Entry:
     current: StoredResource | object | None = None
 
 
-#: Builds the AuditEvent of the interaction a write belongs to: (resource type, id, HTTP status).
-#: Passed by the API so the event is stored in the write's own unit of work: a committed write
-#: always has its AuditEvent, and if the event cannot be stored the write is not made either.
-AuditHook = Callable[[str, str | None, int], JsonObject]
+#: Called inside a write's unit of work, just before it commits, with the unit, the written
+#: resource's type and id (a transaction: "Bundle", None) and the HTTP status: the API stores the
+#: interaction's AuditEvent and marks its Idempotency-Key there, so a committed write always has
+#: both, and if either cannot be stored the write is not made either. Not called when nothing is
+#: written (a no-op update, a conditional create that matched).
+WriteHook = Callable[[Repository, str, str | None, int], None]
 
 
-def _store_audit(
-    uow: Repository, audit: AuditHook | None, rt: str, id: str | None, status: int
+def _on_write(
+    uow: Repository, hook: WriteHook | None, rt: str, id: str | None, status: int
 ) -> None:
-    if audit is not None:
-        event = audit(rt, id, status)
-        uow.create(event, id=str(event["id"]))
+    if hook is not None:
+        hook(uow, rt, id, status)
 
 
 def parse_etag(value: str | None) -> int | None:
@@ -269,7 +270,7 @@ class Pipeline:
         resource: JsonObject,
         *,
         if_none_exist: str | None = None,
-        audit: AuditHook | None = None,
+        on_write: WriteHook | None = None,
     ) -> WriteResult:
         resource = jsonio.copy_json(resource)
         rt = str(resource.get("resourceType"))
@@ -290,7 +291,7 @@ class Pipeline:
             prov = self._provenance_for(stored.resource, judged, ctx)
             if prov is not None:
                 uow.create(prov)
-            _store_audit(uow, audit, rt, stored.id, 201)
+            _on_write(uow, on_write, rt, stored.id, 201)
         return WriteResult(stored, created=True, issues=info + structural + judged, status=201)
 
     def update(
@@ -300,7 +301,7 @@ class Pipeline:
         resource: JsonObject,
         *,
         if_match: int | None = None,
-        audit: AuditHook | None = None,
+        on_write: WriteHook | None = None,
     ) -> WriteResult:
         resource = jsonio.copy_json(resource)
         if resource.get("resourceType") != resource_type:
@@ -338,7 +339,7 @@ class Pipeline:
             prov = self._provenance_for(stored.resource, judged, ctx)
             if prov is not None:
                 uow.create(prov)
-            _store_audit(uow, audit, resource_type, id, 201 if created else 200)
+            _on_write(uow, on_write, resource_type, id, 201 if created else 200)
         return WriteResult(
             stored,
             created=created,
@@ -353,7 +354,7 @@ class Pipeline:
         operations: Any,
         *,
         if_match: int | None = None,
-        audit: AuditHook | None = None,
+        on_write: WriteHook | None = None,
         authorise: Callable[[JsonObject], None] | None = None,
     ) -> WriteResult:
         """R4 `patch` with a JSON Patch document (RFC 6902): applied to the current version, then
@@ -382,7 +383,7 @@ class Pipeline:
                 authorise(patched)
             try:
                 return self.update(
-                    resource_type, id, patched, if_match=current.version_id, audit=audit
+                    resource_type, id, patched, if_match=current.version_id, on_write=on_write
                 )
             except PreconditionFailed:
                 if if_match is not None:
@@ -398,21 +399,23 @@ class Pipeline:
         id: str,
         *,
         if_match: int | None = None,
-        audit: AuditHook | None = None,
+        on_write: WriteHook | None = None,
     ) -> WriteResult:
         with self.repo.unit_of_work() as uow:
             stored = uow.delete(resource_type, id, if_match=if_match)
             if stored is not None:
-                _store_audit(uow, audit, resource_type, id, 204)
+                _on_write(uow, on_write, resource_type, id, 204)
         return WriteResult(stored, created=False, status=204 if stored is None else 200)
 
     # -- Bundles -------------------------------------------------------------------------------
-    def process_bundle(self, bundle: JsonObject, *, audit: AuditHook | None = None) -> JsonObject:
-        """A transaction (audited in its own unit of work when `audit` is given) or a batch (each
-        entry its own unit of work; the caller audits the batch after it)."""
+    def process_bundle(
+        self, bundle: JsonObject, *, on_write: WriteHook | None = None
+    ) -> JsonObject:
+        """A transaction (`on_write` runs in its unit of work) or a batch (each entry its own unit
+        of work; `on_write` is not used: the caller records the batch after it)."""
         kind = bundle.get("type")
         if kind == "transaction":
-            return self.transaction(bundle, audit=audit)
+            return self.transaction(bundle, on_write=on_write)
         if kind == "batch":
             return self.batch(bundle)
         raise InputError(
@@ -542,13 +545,13 @@ class Pipeline:
             raise InputError(issues)
         return entries
 
-    def transaction(self, bundle: JsonObject, *, audit: AuditHook | None = None) -> JsonObject:
+    def transaction(self, bundle: JsonObject, *, on_write: WriteHook | None = None) -> JsonObject:
         """All or nothing. Conditional matches are taken again under a lock inside the unit of
         work; if a concurrent writer changed one in between, the whole Bundle is prepared again
         (ids and references depend on the matches), at most three times."""
         for _attempt in range(3):
             try:
-                return self._transaction_once(bundle, audit=audit)
+                return self._transaction_once(bundle, on_write=on_write)
             except _MatchChanged:
                 log.info("conditional match changed under a concurrent write; retrying")
         raise PreconditionFailed(
@@ -600,7 +603,7 @@ class Pipeline:
         bundle: JsonObject,
         repo: Repository | None = None,
         *,
-        audit: AuditHook | None = None,
+        on_write: WriteHook | None = None,
     ) -> JsonObject:
         """One attempt. `repo` is where preparation reads and writes go (a batch's open unit of
         work); by default reads use the repository and writes a fresh unit of work."""
@@ -716,7 +719,7 @@ class Pipeline:
                         ],
                         headers=exc.headers,
                     ) from exc
-            _store_audit(uow, audit, "Bundle", None, 200)
+            _on_write(uow, on_write, "Bundle", None, 200)
         log.info("transaction committed", extra={"entries": len(entries)})
         response: JsonObject = {
             "resourceType": "Bundle",

@@ -120,6 +120,8 @@ class IdempotencyMiddleware:
             issue = Issue("error", "conflict", text)
             await _answer(scope, receive, send, 409, issue, {"Retry-After": "1"})
             return
+        # the write hook marks the key committed inside the write's own unit of work
+        scope.setdefault("state", {})["idempotency_claim"] = (store, key)
         await self._run_and_store(scope, replay_receive, send, store, key)
 
     async def _run_and_store(

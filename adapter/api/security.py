@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -43,7 +43,8 @@ from adapter.auth.service import SmartServices, build_smart_services
 from adapter.errors import AccessDenied, AdapterError, Gone, NotFound
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
-from adapter.pipeline import AuditHook
+from adapter.outcome import operation_outcome
+from adapter.pipeline import WriteHook
 
 log = logging.getLogger("adapter.security")
 _BUILD_LOCK = threading.Lock()
@@ -91,14 +92,15 @@ SmartDep = Annotated[SmartServices, Depends(get_smart)]
 class AuditNote:
     """Filled in by the endpoint while it runs (e.g. the id a create assigned).
 
-    `hook` (None when auditing is off) is handed to the pipeline for writes: the pipeline stores
-    the AuditEvent in the write's own unit of work, so a committed write always has its event and
-    a write whose event cannot be stored is not made (HAZ-022). Reads, searches, batches and
-    failures are recorded after the interaction, as before."""
+    `hook` is handed to the pipeline for writes and runs in the write's own unit of work: it
+    stores the AuditEvent (when auditing is on), so a committed write always has its event and a
+    write whose event cannot be stored is not made (HAZ-022); and it marks the request's
+    Idempotency-Key committed (when one was claimed), so a retry after a crash is answered, not
+    run again. Reads, searches, batches and failures are audited after the interaction."""
 
     resource_type: str | None = None
     resource_id: str | None = None
-    hook: AuditHook | None = None
+    hook: WriteHook | None = None
     stored_with_write: bool = False
 
 
@@ -119,20 +121,25 @@ def audited(
         smart = get_smart(request)
     enabled = smart is not None and smart.audit_enabled
     outcome, status = OUTCOME_SUCCESS, 200
-    if smart is not None and enabled:
+    claim = getattr(request.state, "idempotency_claim", None)
+    if (smart is not None and enabled) or claim is not None:
 
-        def hook(resource_type: str, resource_id: str | None, write_status: int) -> JsonObject:
-            note.stored_with_write = True  # rolled back with the write if that fails
-            return audit_event(
-                interaction=interaction,
-                outcome=OUTCOME_SUCCESS,
-                client_id=grant.client_id,
-                fhir_user=grant.fhir_user,
-                resource_type=resource_type,
-                resource_id=resource_id,
-                operation=operation,
-                status=write_status,
-            )
+        def hook(uow: Any, resource_type: str, resource_id: str | None, status: int) -> None:
+            if smart is not None and enabled:
+                event = audit_event(
+                    interaction=interaction,
+                    outcome=OUTCOME_SUCCESS,
+                    client_id=grant.client_id,
+                    fhir_user=grant.fhir_user,
+                    resource_type=resource_type,
+                    resource_id=resource_id,
+                    operation=operation,
+                    status=status,
+                )
+                uow.create(event, id=event["id"])
+                note.stored_with_write = True  # rolled back with the write if that fails
+            if claim is not None:
+                _mark_idempotent_commit(request, claim, uow, resource_type, resource_id, status)
 
         note.hook = hook
     try:
@@ -148,6 +155,25 @@ def audited(
         stored = note.stored_with_write and outcome == OUTCOME_SUCCESS
         if smart is not None and enabled and not stored:
             _record(smart, request, grant, interaction, note, outcome, status, operation)
+
+
+def _mark_idempotent_commit(
+    request: Request,
+    claim: tuple[Any, str],
+    uow: Any,
+    resource_type: str,
+    resource_id: str | None,
+    status: int,
+) -> None:
+    store, key = claim
+    location = f"{base_url(request)}/{resource_type}/{resource_id}" if resource_id else None
+    where = f" The result is at {resource_type}/{resource_id}." if resource_id else ""
+    text = (
+        "This request was applied, but its original answer was not kept (the adapter stopped "
+        f"before sending it); it is not run again.{where}"
+    )
+    body = json.dumps(operation_outcome([Issue("information", "informational", text)]))
+    store.mark_committed(uow, key, status=status, location=location, body=body.encode("utf-8"))
 
 
 def _record(

@@ -103,7 +103,7 @@ def post_bundle(
                 ]
             )
         authorize_bundle(grant, body, lookup_for(request))
-        return FhirResponse(pipeline.process_bundle(body, audit=note.hook))
+        return FhirResponse(pipeline.process_bundle(body, on_write=note.hook))
 
 
 #: Accepted but not implemented: reported in the searchset as an OperationOutcome, never silently.
@@ -556,7 +556,7 @@ def create(
         check_resource(grant, "create", body)
         if if_none_exist:
             require(grant, "search", resource_type)  # a conditional create reveals a match
-        result = pipeline.create(body, if_none_exist=if_none_exist, audit=note.hook)
+        result = pipeline.create(body, if_none_exist=if_none_exist, on_write=note.hook)
         if result.stored is not None:
             note.resource_id = result.stored.id
             if not result.created:
@@ -616,7 +616,7 @@ def update(
         check_resource(grant, "update", {**body, "id": body.get("id", id)})
         _check_existing(request, grant, "update", resource_type, id)
         result = pipeline.update(
-            resource_type, id, body, if_match=parse_etag(if_match), audit=note.hook
+            resource_type, id, body, if_match=parse_etag(if_match), on_write=note.hook
         )
         return _write_response(result, base, prefer)
 
@@ -634,7 +634,9 @@ def delete(
     with audited(request, grant, "delete", resource_type, id) as note:
         require(grant, "delete", resource_type)
         _check_existing(request, grant, "delete", resource_type, id)
-        result = pipeline.delete(resource_type, id, if_match=parse_etag(if_match), audit=note.hook)
+        result = pipeline.delete(
+            resource_type, id, if_match=parse_etag(if_match), on_write=note.hook
+        )
         headers = {"ETag": result.stored.etag} if result.stored is not None else {}
         return Response(status_code=204, headers=headers)
 

@@ -74,7 +74,7 @@ def patch(
             id,
             document,
             if_match=parse_etag(if_match),
-            audit=note.hook,
+            on_write=note.hook,
             authorise=lambda patched: check_resource(grant, "update", patched),
         )
         return _write_response(result, base, prefer)

@@ -11,6 +11,7 @@ import pytest
 
 from adapter.errors import UpstreamUnavailable
 from adapter.idempotency import IdempotencyStore, StoredResponse, key_hash, request_hash
+from adapter.store.repository import SearchQuery
 from tests.support.referrals import NHS, nhs_number
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -213,3 +214,41 @@ def test_keys_belong_to_their_caller(store):
     request = request_hash("POST", "/fhir/Patient", "", b"{}")
     assert store.begin(key_hash("client-a", "k"), request).state == "claimed"
     assert store.begin(key_hash("client-b", "k"), request).state == "claimed"
+
+
+@pytest.mark.parametrize("kind", ["create", "transaction"])
+def test_a_retry_after_the_answer_was_lost_is_answered_not_run_again(
+    client, services, monkeypatch, kind
+):
+    """The process 'dies' after the write commits but before its answer is stored (the fault is
+    injected: storing the answer fails). The write marked its key committed inside its own unit of
+    work, so the retry gets the write's status and Location instead of a second create."""
+    store = services.idempotency
+    real_complete = store.complete
+
+    def die(key, response):
+        raise RuntimeError("process killed before the answer was stored")
+
+    monkeypatch.setattr(store, "complete", die)
+    nhs = nhs_number(30 if kind == "create" else 31)
+    path, body = (
+        ("/fhir/Patient", patient(nhs)) if kind == "create" else ("/fhir", small_bundle(nhs))
+    )
+    with pytest.raises(RuntimeError):
+        post(client, path, body, f"lost-{kind}")
+    assert services.repo.count("Patient") == 1  # the write itself committed
+    monkeypatch.setattr(store, "complete", real_complete)
+    # a retry while the first may still be finishing is told to wait
+    assert post(client, path, body, f"lost-{kind}").status_code == 409
+    # after the in-flight timeout it is answered from the committed mark, not run again
+    monkeypatch.setattr(store, "in_flight_timeout", timedelta(0))
+    retried = post(client, path, body, f"lost-{kind}")
+    assert retried.status_code == (201 if kind == "create" else 200), retried.text
+    assert retried.headers["idempotent-replayed"] == "true"
+    outcome = retried.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "not run again" in outcome["issue"][0]["details"]["text"]
+    if kind == "create":
+        stored = services.repo.search("Patient", SearchQuery(count=5)).resources
+        assert retried.headers["location"].endswith(f"/Patient/{stored[0].id}")
+    assert services.repo.count("Patient") == 1
