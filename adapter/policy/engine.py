@@ -22,6 +22,7 @@ from adapter.policy.checks import CHECKS
 from adapter.policy.fastpath import Fallback, FastFn, Focus
 from adapter.policy.overrides import apply_overrides, provenance, read_overrides
 from adapter.policy.rulepack import Compiled, Rule, RulePack, load_packs
+from adapter.policy.views import care_plan_view
 
 if TYPE_CHECKING:
     from adapter.settings import Settings
@@ -166,7 +167,7 @@ class PolicyEngine:
         rules = self._rules_for(names).get(str(resource.get("resourceType")), ())
         if not rules:
             return Evaluation([], (), names)
-        subject = _Subject(resource)
+        subject = _Subject(care_plan_view(resource, ctx))
         profiles: set[str] | None = None
         guard_cache: dict[str, bool] = {}
         issues: list[Issue] = []
