@@ -13,7 +13,15 @@ from adapter.api import exception_handlers
 from adapter.api.access_log import AccessLogMiddleware
 from adapter.api.cors import SmartCorsMiddleware
 from adapter.api.idempotency import IdempotencyMiddleware
-from adapter.api.routers import fhir_rest, messaging, metadata, operations, outbox_status, patch
+from adapter.api.routers import (
+    fhir_rest,
+    messaging,
+    metadata,
+    operations,
+    ops,
+    outbox_status,
+    patch,
+)
 from adapter.api.routers import smart as smart_routes
 from adapter.clock import Clock
 from adapter.settings import Settings
@@ -23,6 +31,7 @@ log = logging.getLogger("adapter")
 
 #: (router, prefix): order matters, literal paths before /{resource_type}.
 ROUTES = (
+    (ops.router, ""),
     (smart_routes.router, "/fhir"),
     (metadata.router, "/fhir"),
     (operations.router, "/fhir"),

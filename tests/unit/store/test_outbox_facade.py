@@ -150,3 +150,26 @@ def test_the_embedded_backend_never_answers_202(settings, when_down):
     with TestClient(create_app(settings, services=services)) as client:
         created = client.post("/fhir/Patient", content=json.dumps(patient(6)), headers=FHIR_JSON)
     assert created.status_code == 201
+
+
+def test_metrics_show_the_outbox_pending_then_delivered(settings):
+    services, client = remote_client(settings, "accept")
+    repo = services.repo
+    assert isinstance(repo, OutboxRepository)
+
+    def gauge(text: str, name: str) -> float:
+        return float(next(x for x in text.splitlines() if x.startswith(name)).rsplit(" ", 1)[1])
+
+    with client:
+        start = repo.outbox.status()
+        assert client.post(
+            "/fhir/Patient", content=json.dumps(patient(40)), headers=FHIR_JSON
+        ).status_code in (201, 202)
+        queued = client.get("/metrics").text
+        assert gauge(queued, 'cmh_outbox_messages{status="pending"}') == start["pending"] + 1
+        deliver_all(repo)
+        delivered = client.get("/metrics").text
+        assert gauge(delivered, 'cmh_outbox_messages{status="pending"}') == 0
+        assert gauge(delivered, 'cmh_outbox_messages{status="delivered"}') >= 1
+        assert gauge(delivered, "cmh_outbox_dead_letters_open") == start["dead_letters_open"]
+    services.close()
