@@ -261,6 +261,36 @@ class _Run:
             return next(iter(instance.keys.values()), selector).split("-")[0] + f" {selector}"
         return selector.lstrip("/")
 
+    def put(
+        self,
+        target: JsonObject,
+        to: str,
+        value: Any,
+        ref: str,
+        prefix: str,
+        rule_id: str,
+        source: str,
+        position: str = "",
+    ) -> None:
+        """Sets `to` in `target` and traces where the value came from."""
+        path = set_path(target, to, value)
+        self.result.trace.append(TraceEntry(ref, prefix + path, source, rule_id, position))
+
+    def put_read(
+        self,
+        target: JsonObject,
+        to: str,
+        value: Any,
+        ref: str,
+        prefix: str,
+        rule_id: str,
+        key: str | None,
+        selector: str | None,
+    ) -> None:
+        """`put` of a value read from the record: traced to its key and position."""
+        position = self.record.position(key) if key else ""
+        self.put(target, to, value, ref, prefix, rule_id, key or str(selector), position)
+
     def apply_rules(
         self,
         rules: tuple[Rule, ...],
@@ -296,31 +326,31 @@ class _Run:
                         rule_id,
                     )
                     return False
-                path = set_path(target, rule.to, computed)
-                self.result.trace.append(
-                    TraceEntry(ref, prefix + path, f"aggregate:{rule.aggregate.function}", rule_id)
+                self.put(
+                    target,
+                    rule.to,
+                    computed,
+                    ref,
+                    prefix,
+                    rule_id,
+                    f"aggregate:{rule.aggregate.function}",
                 )
                 continue
             if rule.ref is not None:
                 targets = self.built.get(rule.ref, [])
                 for other in targets if "[+]" in rule.to else targets[:1]:
-                    path = set_path(target, rule.to, {"reference": other.reference})
-                    self.result.trace.append(
-                        TraceEntry(ref, prefix + path, f"ref:{rule.ref}", rule_id)
-                    )
+                    reference = {"reference": other.reference}
+                    self.put(target, rule.to, reference, ref, prefix, rule_id, f"ref:{rule.ref}")
                 continue
             if rule.due is not None:
                 self.deadline(rule, target, prefix, instance, ref, rule_id)
                 continue
             if rule.setting is not None:
-                path = set_path(target, rule.to, self.settings[rule.setting])
-                self.result.trace.append(
-                    TraceEntry(ref, prefix + path, f"setting:{rule.setting}", rule_id)
-                )
+                setting = self.settings[rule.setting]
+                self.put(target, rule.to, setting, ref, prefix, rule_id, f"setting:{rule.setting}")
                 continue
             if rule.source is None:
-                path = set_path(target, rule.to, rule.const)
-                self.result.trace.append(TraceEntry(ref, prefix + path, "const", rule_id))
+                self.put(target, rule.to, rule.const, ref, prefix, rule_id, "const")
                 continue
             raw, key = self.read(rule.source, instance)
             if raw is None:
@@ -343,16 +373,7 @@ class _Run:
             if rule.map is not None:
                 translation = self.maps.translate(rule.map, str(value))
                 if translation is None and rule.on_unmapped == "keep":
-                    path = set_path(target, rule.to, value)
-                    self.result.trace.append(
-                        TraceEntry(
-                            ref,
-                            prefix + path,
-                            key or rule.source,
-                            rule_id,
-                            self.record.position(key) if key else "",
-                        )
-                    )
+                    self.put_read(target, rule.to, value, ref, prefix, rule_id, key, rule.source)
                     continue
                 if translation is None:
                     severity = "error" if rule.on_unmapped == "error" else "warning"
@@ -379,16 +400,7 @@ class _Run:
                     continue
             if rule.template is not None:
                 value = rule.template.replace("{value}", str(value))
-            path = set_path(target, rule.to, value)
-            self.result.trace.append(
-                TraceEntry(
-                    ref,
-                    prefix + path,
-                    key or rule.source,
-                    rule_id,
-                    self.record.position(key) if key else "",
-                )
-            )
+            self.put_read(target, rule.to, value, ref, prefix, rule_id, key, rule.source)
         return True
 
     def deadline(
@@ -424,16 +436,9 @@ class _Run:
         if anchor.tzinfo is None:
             anchor = anchor.replace(tzinfo=LONDON)
         deadline, _ = due_by(anchor, self.settings[rule.setting])
-        path = set_path(target, rule.to, deadline.isoformat())
-        self.result.trace.append(
-            TraceEntry(
-                ref,
-                prefix + path,
-                key or rule.due,
-                rule_id,
-                f"{self.record.position(key) if key else ''} + setting:{rule.setting}",
-            )
-        )
+        position = f"{self.record.position(key) if key else ''} + setting:{rule.setting}"
+        source = key or str(rule.due)
+        self.put(target, rule.to, deadline.isoformat(), ref, prefix, rule_id, source, position)
 
     def nested(
         self,
