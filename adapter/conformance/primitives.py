@@ -119,13 +119,22 @@ def primitive_checker(type_code: str) -> PrimitiveCheck:
     return _string_checker(type_code)  # every other primitive is a JSON string
 
 
-def _calendar_problem(value: str, type_code: str) -> str | None:
+def calendar_day_problem(value: str, type_code: str) -> str | None:
+    """A date-shaped prefix that names no calendar day (2026-02-30), or None. The R4 regexes allow
+    any day 01-31 in any month; the structural check and the walk both ask this."""
     m = _DATE_PREFIX.match(value)
     if m:
         try:
             date(int(m[1]), int(m[2]), int(m[3]))
         except ValueError:
             return f"is not a valid {type_code} (no such calendar day)"
+    return None
+
+
+def _calendar_problem(value: str, type_code: str) -> str | None:
+    problem = calendar_day_problem(value, type_code)
+    if problem is not None:
+        return problem
     if type_code == "dateTime" and "T" in value and not _TZ_REQUIRED.search(value):
         return "is not a valid dateTime (a time needs a timezone)"
     return None

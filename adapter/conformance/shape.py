@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
 from decimal import Decimal
 from functools import cache
 from typing import Final
 
 from adapter.conformance.definitions import CoreDefinitions, core_definitions
+from adapter.conformance.primitives import calendar_day_problem
 from adapter.fhir.types import JsonObject, JsonValue
 from adapter.issue import Issue
 
@@ -64,7 +64,6 @@ _FORMAT_TYPES: Final = frozenset(
 _BASE64: Final = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _WHITESPACE: Final = re.compile(r"\s+")
 _DATED: Final = frozenset({"date", "dateTime", "instant"})
-_DATE_PREFIX: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 #: A primitive's `_name` sibling holds the Element part only.
 _ELEMENT_KEYS: Final = frozenset({"id", "extension"})
 
@@ -103,12 +102,7 @@ def primitive_shape_problem(type_code: str, value: JsonValue) -> str | None:
     if not _format(type_code).fullmatch(value):
         return f"is not a valid {type_code}"
     if type_code in _DATED:
-        m = _DATE_PREFIX.match(value)
-        if m:
-            try:
-                date(int(m[1]), int(m[2]), int(m[3]))
-            except ValueError:
-                return f"is not a valid {type_code} (no such calendar day)"
+        return calendar_day_problem(value, type_code)
     return None
 
 
