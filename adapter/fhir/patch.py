@@ -16,6 +16,7 @@ import jsonpointer
 
 from adapter.errors import InputError, UnprocessableError
 from adapter.fhir import jsonio
+from adapter.fhir.meta import without_store_meta
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 
@@ -50,12 +51,7 @@ def parse_json_patch(operations: Any) -> jsonpatch.JsonPatch:
 def apply_json_patch(
     document: jsonpatch.JsonPatch, current: JsonObject, resource_type: str, id: str
 ) -> JsonObject:
-    base = {k: v for k, v in current.items() if k != "meta"}
-    meta = current.get("meta")
-    if isinstance(meta, dict):
-        kept = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
-        if kept:
-            base["meta"] = kept
+    base = without_store_meta(current)
     base["id"] = id
     try:
         patched = document.apply(jsonio.copy_json(base))

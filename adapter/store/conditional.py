@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from adapter.errors import AdapterError, Gone, NotFound
+from adapter.fhir.meta import without_store_meta
 from adapter.fhir.search import parse_query_string
 from adapter.fhir.types import JsonObject
 from adapter.store.repository import Repository, SearchParam, StoredResource
@@ -65,16 +66,6 @@ def conditional_lock_keys(bundles: Sequence[JsonObject]) -> list[str]:
     return sorted(keys)
 
 
-def without_meta(resource: JsonObject) -> JsonObject:
-    out = dict(resource)
-    meta = out.pop("meta", None)
-    if isinstance(meta, dict):
-        rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
-        if rest:
-            out["meta"] = rest
-    return out
-
-
 def current_or_none(repo: Repository, resource_type: str, id: str) -> StoredResource | None:
     try:
         return repo.read(resource_type, id)
@@ -100,6 +91,6 @@ def unchanged_current(
         return None
     if if_match is not None and if_match != current.version_id:
         return None
-    if without_meta(current.resource) == without_meta(resource):
+    if without_store_meta(current.resource) == without_store_meta(resource):
         return current
     return None

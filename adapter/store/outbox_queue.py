@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from adapter.fhir import jsonio
+from adapter.fhir.meta import without_store_meta
 from adapter.fhir.types import JsonObject
 from adapter.store.models import UtcDateTime
 from adapter.store.remote import (
@@ -121,14 +122,7 @@ class PendingWrites:
     references: set[str] = field(default_factory=set)
 
     def put(self, stored: StoredResource) -> None:
-        body = {k: v for k, v in stored.resource.items() if k != "meta"}
-        meta = {
-            k: v
-            for k, v in (stored.resource.get("meta") or {}).items()
-            if k not in ("versionId", "lastUpdated")
-        }
-        if meta:
-            body["meta"] = meta
+        body = without_store_meta(stored.resource)
         self.entries.append(put_entry(body))
         self.writes.add(f"{stored.resource_type}/{stored.id}")
         self.references |= references_of(body)

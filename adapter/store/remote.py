@@ -26,6 +26,7 @@ from adapter.errors import (
     UpstreamUnavailable,
 )
 from adapter.fhir import jsonio
+from adapter.fhir.meta import without_store_meta
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 from adapter.settings import Settings
@@ -162,19 +163,6 @@ def delete_entry(resource_type: str, id: str, *, if_match: int | None = None) ->
     if if_match is not None:
         request["ifMatch"] = etag_of(if_match)
     return {"request": request}
-
-
-def _without_meta_version(resource: JsonObject) -> JsonObject:
-    """The backend keeps its own versions; our meta.versionId/lastUpdated would only confuse it."""
-    body = dict(resource)
-    meta = body.get("meta")
-    if isinstance(meta, dict):
-        rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
-        if rest:
-            body["meta"] = rest
-        else:
-            body.pop("meta")
-    return body
 
 
 def transaction_precondition(bundle: JsonObject) -> bool:
@@ -329,7 +317,7 @@ class RemoteFhirRepository:
 
     def create(self, resource: JsonObject, *, id: str | None = None) -> StoredResource:
         """With an id: `PUT Type/id` (client-assigned, idempotent); without: `POST Type`."""
-        body = _without_meta_version(resource)
+        body = without_store_meta(resource)
         if self._buffer is not None:
             body["id"] = id or str(body.get("id") or uuid.uuid4())
             self._buffer.entries.append(put_entry(body))
@@ -345,7 +333,7 @@ class RemoteFhirRepository:
     ) -> tuple[StoredResource, bool]:
         """Server-side conditional create (`If-None-Exist`): (stored, created). Atomic at the server,
         unlike `repository.conditional_create`, which searches first."""
-        body = _without_meta_version(resource)
+        body = without_store_meta(resource)
         body.pop("id", None)
         response = self._send(
             "POST",
@@ -359,7 +347,7 @@ class RemoteFhirRepository:
     def update(
         self, resource: JsonObject, *, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
-        body = _without_meta_version(resource)
+        body = without_store_meta(resource)
         if self._buffer is not None:
             self._buffer.entries.append(put_entry(body, if_match=if_match))
             return stored_from(

@@ -34,3 +34,24 @@ def test_copy_json_shares_no_container_with_the_original():
     assert original["name"] == [{"given": ["Ann"], "family": "X"}]
     assert original["extension"][0]["url"] == "u"
     assert jsonio.dumps(copied["extension"][0]) == '{"url":"v","valueDecimal":2.10}'
+
+
+def test_without_store_meta_keeps_content_and_other_meta_in_order():
+    from adapter.fhir.meta import without_store_meta
+
+    stored = {
+        "resourceType": "Patient",
+        "id": "p",
+        "meta": {"versionId": "3", "lastUpdated": "2026-11-26T10:00:00Z", "tag": [{"code": "x"}]},
+        "gender": "female",
+    }
+    assert without_store_meta(stored) == {
+        "resourceType": "Patient",
+        "id": "p",
+        "meta": {"tag": [{"code": "x"}]},
+        "gender": "female",
+    }
+    assert list(without_store_meta(stored)) == ["resourceType", "id", "meta", "gender"]
+    only_ours = {**stored, "meta": {"versionId": "3", "lastUpdated": "2026-11-26T10:00:00Z"}}
+    assert "meta" not in without_store_meta(only_ours)
+    assert stored["meta"]["versionId"] == "3"  # the original is untouched
