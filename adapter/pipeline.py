@@ -25,9 +25,7 @@ from adapter.errors import (
     AdapterError,
     Conflict,
     ConformanceError,
-    Gone,
     InputError,
-    NotFound,
     PolicyViolation,
     PreconditionFailed,
 )
@@ -44,14 +42,15 @@ from adapter.outcome import operation_outcome
 from adapter.store.conditional import (
     NOT_READ,
     conditional_lock_keys,
-    current_or_none,
     lock_criteria,
     unchanged_current,
 )
 from adapter.store.repository import (
     Repository,
     StoredResource,
+    current_or_none,
     find_one_or_none,
+    resource_lookup,
 )
 
 log = logging.getLogger(__name__)
@@ -168,19 +167,10 @@ class Pipeline:
         self.check_store_references = check_store_references
 
     # -- judging ---------------------------------------------------------------------------
-    def _store_lookup(self, repo: Repository) -> Callable[[str, str], JsonObject | None]:
-        def lookup(resource_type: str, id: str) -> JsonObject | None:
-            try:
-                return repo.read(resource_type, id).resource
-            except (NotFound, Gone):
-                return None
-
-        return lookup
-
     def context(self, **kwargs: Any) -> ValidationContext:
         kwargs.setdefault("clock", self.clock)
         kwargs.setdefault("packs", self.packs)
-        kwargs.setdefault("store_lookup", self._store_lookup(self.repo))
+        kwargs.setdefault("store_lookup", resource_lookup(self.repo))
         kwargs.setdefault("check_store_references", self.check_store_references)
         return ValidationContext(**kwargs)
 
@@ -327,7 +317,7 @@ class Pipeline:
                 ]
             )
         info = self.prepare(resource)
-        previous = self._store_lookup(self.repo)(resource_type, id)
+        previous = resource_lookup(self.repo)(resource_type, id)
         ctx = self.context(mode="update", previous=previous)
         structural, judged = self.judge(resource, ctx)
         self._raise_if_blocking(structural, judged)
@@ -677,9 +667,7 @@ class Pipeline:
         }
         # 3. judge every resource as it will be stored, with the whole Bundle in view. Entries whose
         #    ifNoneExist matched are judged too: bad content is refused even when it would not be written.
-        ctx = self.context(
-            bundle=final_bundle, mode="create", store_lookup=self._store_lookup(reader)
-        )
+        ctx = self.context(bundle=final_bundle, mode="create", store_lookup=resource_lookup(reader))
         structural_all: list[Issue] = []
         judged_all: list[Issue] = []
         judged_by_entry: dict[int, list[Issue]] = {}

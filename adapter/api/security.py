@@ -40,11 +40,11 @@ from adapter.auth.access import (
 )
 from adapter.auth.scopes import SmartGrant
 from adapter.auth.service import SmartServices, build_smart_services
-from adapter.errors import AccessDenied, AdapterError, Gone, NotFound
-from adapter.fhir.types import JsonObject
+from adapter.errors import AccessDenied, AdapterError
 from adapter.issue import Issue
 from adapter.outcome import operation_outcome
 from adapter.pipeline import WriteHook
+from adapter.store.repository import resource_lookup
 
 log = logging.getLogger("adapter.security")
 _BUILD_LOCK = threading.Lock()
@@ -220,15 +220,7 @@ def _record(
 
 
 def lookup_for(request: Request) -> Lookup:
-    repo = get_services(request).repo
-
-    def lookup(resource_type: str, resource_id: str) -> JsonObject | None:
-        try:
-            return repo.read(resource_type, resource_id).resource
-        except (NotFound, Gone):
-            return None
-
-    return lookup
+    return resource_lookup(get_services(request).repo)
 
 
 __all__ = [

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any, Final, Literal
 
-from adapter.errors import AdapterError, Gone, NotFound
+from adapter.errors import AdapterError
 from adapter.fhir import jsonio
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue, has_blocking
 from adapter.mapping.engine import MappedResource, MappingResult
 from adapter.pipeline import Pipeline
+from adapter.store.conditional import unchanged_current
 from adapter.store.repository import SearchParam, find_one_or_none
 from adapter.store.sql import format_instant
 
@@ -39,12 +40,6 @@ class UnitOutcome:
     #: HTTP-style status of the rejection (400 input, 422 conformance/policy), 200 otherwise
     http_status: int = 200
     response: JsonObject | None = None
-
-
-def _strip_meta(resource: JsonObject) -> JsonObject:
-    out = dict(resource)
-    out.pop("meta", None)
-    return out
 
 
 def _rewrite(node: Any, old: str, new: str) -> None:
@@ -82,11 +77,7 @@ def plan(pipeline: Pipeline, resources: list[MappedResource]) -> tuple[list[Json
     for i, resource in enumerate(working):
         if not keep[i]:
             continue
-        try:
-            current = pipeline.repo.read(str(resource["resourceType"]), str(resource["id"]))
-        except (NotFound, Gone):
-            continue
-        if _strip_meta(current.resource) == _strip_meta(resource):
+        if unchanged_current(pipeline.repo, resource, None) is not None:
             keep[i] = False
             skipped.append(f"{resource['resourceType']}/{resource['id']}")
     return [r for i, r in enumerate(working) if keep[i]], skipped

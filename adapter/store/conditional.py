@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from adapter.errors import AdapterError, Gone, NotFound
+from adapter.errors import AdapterError
 from adapter.fhir.meta import without_store_meta
 from adapter.fhir.search import parse_query_string
 from adapter.fhir.types import JsonObject
-from adapter.store.repository import Repository, SearchParam, StoredResource
+from adapter.store.repository import Repository, SearchParam, StoredResource, current_or_none
 
 #: "Not read yet": the current version must be read under the unit of work.
 NOT_READ: Final = object()
@@ -64,13 +64,6 @@ def conditional_lock_keys(bundles: Sequence[JsonObject]) -> list[str]:
             except AdapterError:
                 continue
     return sorted(keys)
-
-
-def current_or_none(repo: Repository, resource_type: str, id: str) -> StoredResource | None:
-    try:
-        return repo.read(resource_type, id)
-    except (NotFound, Gone):
-        return None
 
 
 def unchanged_current(

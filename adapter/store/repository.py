@@ -5,13 +5,13 @@ A store persists and finds; it never decides whether a resource is valid (that i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from adapter.errors import PreconditionFailed
+from adapter.errors import Gone, NotFound, PreconditionFailed
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 
@@ -112,6 +112,25 @@ class Repository(Protocol):
     def unit_of_work(self) -> AbstractContextManager[Repository]: ...
 
     def supported_search_params(self, resource_type: str) -> Sequence[str]: ...
+
+
+def current_or_none(repo: Repository, resource_type: str, id: str) -> StoredResource | None:
+    """The current version, or None when there is none (never stored, or deleted)."""
+    try:
+        return repo.read(resource_type, id)
+    except (NotFound, Gone):
+        return None
+
+
+def resource_lookup(repo: Repository) -> Callable[[str, str], JsonObject | None]:
+    """(type, id) -> the current resource or None: what validation contexts and access checks
+    resolve references with."""
+
+    def lookup(resource_type: str, id: str) -> JsonObject | None:
+        current = current_or_none(repo, resource_type, id)
+        return None if current is None else current.resource
+
+    return lookup
 
 
 def find_one_or_none(
