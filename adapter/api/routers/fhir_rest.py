@@ -71,7 +71,7 @@ def _resource_headers(stored: StoredResource, base: str) -> dict[str, str]:
     }
 
 
-def _write_response(result: WriteResult, base: str, prefer: str | None) -> Response:
+def write_response(result: WriteResult, base: str, prefer: str | None) -> Response:
     stored = result.stored
     assert stored is not None
     headers = _resource_headers(stored, base)
@@ -430,7 +430,7 @@ def _history_params(request: Request) -> tuple[int, int]:
     return query.count, query.offset
 
 
-def _check_existing(
+def check_existing(
     request: Request, grant: SmartGrant, interaction: str, resource_type: str, id: str
 ) -> None:
     """Update, delete and history also need the *current* version to be within the grant."""
@@ -561,7 +561,7 @@ def create(
             note.resource_id = result.stored.id
             if not result.created:
                 check_resource(grant, "read", result.stored.resource)
-        return _write_response(result, base, prefer)
+        return write_response(result, base, prefer)
 
 
 @router.get("/{resource_type}/_history")
@@ -614,11 +614,11 @@ def update(
     with audited(request, grant, "update", resource_type, id) as note:
         require(grant, "update", resource_type)
         check_resource(grant, "update", {**body, "id": body.get("id", id)})
-        _check_existing(request, grant, "update", resource_type, id)
+        check_existing(request, grant, "update", resource_type, id)
         result = pipeline.update(
             resource_type, id, body, if_match=parse_etag(if_match), on_write=note.hook
         )
-        return _write_response(result, base, prefer)
+        return write_response(result, base, prefer)
 
 
 @router.delete("/{resource_type}/{id}")
@@ -633,7 +633,7 @@ def delete(
     known_type(resource_type)
     with audited(request, grant, "delete", resource_type, id) as note:
         require(grant, "delete", resource_type)
-        _check_existing(request, grant, "delete", resource_type, id)
+        check_existing(request, grant, "delete", resource_type, id)
         result = pipeline.delete(
             resource_type, id, if_match=parse_etag(if_match), on_write=note.hook
         )

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from starlette.responses import Response
 
 from adapter.api.deps import BaseUrlDep, PipelineDep, known_type
-from adapter.api.routers.fhir_rest import PreferHeader, _check_existing, _write_response
+from adapter.api.routers.fhir_rest import PreferHeader, check_existing, write_response
 from adapter.api.security import GrantDep, audited, check_resource, require
 from adapter.errors import UnsupportedMediaType
 from adapter.fhir import jsonio
@@ -68,7 +68,7 @@ def patch(
     known_type(resource_type)
     with audited(request, grant, "patch", resource_type, id) as note:
         require(grant, "update", resource_type)
-        _check_existing(request, grant, "update", resource_type, id)
+        check_existing(request, grant, "update", resource_type, id)
         result = pipeline.patch(
             resource_type,
             id,
@@ -77,4 +77,4 @@ def patch(
             on_write=note.hook,
             authorise=lambda patched: check_resource(grant, "update", patched),
         )
-        return _write_response(result, base, prefer)
+        return write_response(result, base, prefer)
