@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -33,6 +33,7 @@ from adapter.fhir import jsonio
 from adapter.fhir.identifiers import normalise_identifier_systems
 from adapter.fhir.parse import structural_issues
 from adapter.fhir.patch import apply_json_patch, parse_json_patch
+from adapter.fhir.prepare import prepared_copy
 from adapter.fhir.references import parse_reference
 from adapter.fhir.resource_types import SUPPORTED
 from adapter.fhir.search import parse_query_string
@@ -133,19 +134,6 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-def _rewrite_references(node: Any, mapping: Mapping[str, str]) -> None:
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and ref in mapping and "resourceType" not in node:
-            node["reference"] = mapping[ref]
-        for key, value in node.items():
-            if not key.startswith("_"):
-                _rewrite_references(value, mapping)
-    elif isinstance(node, list):
-        for item in node:
-            _rewrite_references(item, mapping)
-
-
 class Pipeline:
     """Judges and writes. Built once per app; safe to share between threads."""
 
@@ -176,7 +164,10 @@ class Pipeline:
 
     def prepare(self, resource: JsonObject) -> list[Issue]:
         """Normalises what we safely can before judging, and says so (never silently)."""
-        changed = normalise_identifier_systems(resource)
+        return self._normalised(resource, normalise_identifier_systems(resource))
+
+    @staticmethod
+    def _normalised(resource: JsonObject, changed: int) -> list[Issue]:
         if changed:
             return [
                 Issue(
@@ -457,7 +448,8 @@ class Pipeline:
                 index=i,
                 method=method,
                 url=url,
-                resource=jsonio.copy_json(resource) if isinstance(resource, dict) else None,
+                # the caller's own JSON until the working copy is made (step 2 of the transaction)
+                resource=resource if isinstance(resource, dict) else None,
                 full_url=raw.get("fullUrl"),
                 if_none_exist=request.get("ifNoneExist"),
                 if_match=None,
@@ -602,8 +594,6 @@ class Pipeline:
         mapping: dict[str, str] = {}
         # 1. ids: assign for POST, resolve conditional creates, take PUT ids from the URL
         for e in entries:
-            if e.resource is not None:
-                e.issues += self.prepare(e.resource)
             if e.method == "POST" and e.resource is not None:
                 if e.if_none_exist:
                     try:
@@ -624,38 +614,39 @@ class Pipeline:
                         e.target_id = match.id
                 if e.target_id is None:
                     e.target_id = _new_id()
-                e.resource["id"] = e.target_id
-            elif e.method == "PUT" and e.resource is not None:
-                if e.conditional is not None:
-                    # R4 conditional update: one match -> update it; none -> create; several -> 412
-                    try:
-                        match = find_one_or_none(
-                            reader, str(e.target_type), parse_query_string(e.conditional).params
-                        )
-                    except AdapterError as exc:
-                        raise type(exc)(
-                            [x.rebased(f"Bundle.entry[{e.index}].request.url") for x in exc.issues]
-                        ) from exc
-                    if e.resource.get("id") not in (None, match.id if match else None):
-                        raise InputError(
-                            [
-                                Issue(
-                                    "error",
-                                    "invalid",
-                                    "Resource id does not match the conditional update's match",
-                                    expression=f"Bundle.entry[{e.index}].resource.id",
-                                )
-                            ]
-                        )
-                    e.matched_id = match.id if match is not None else None
-                    e.target_id = match.id if match is not None else _new_id()
-                e.resource["id"] = e.target_id
+            elif e.method == "PUT" and e.resource is not None and e.conditional is not None:
+                # R4 conditional update: one match -> update it; none -> create; several -> 412
+                try:
+                    match = find_one_or_none(
+                        reader, str(e.target_type), parse_query_string(e.conditional).params
+                    )
+                except AdapterError as exc:
+                    raise type(exc)(
+                        [x.rebased(f"Bundle.entry[{e.index}].request.url") for x in exc.issues]
+                    ) from exc
+                if e.resource.get("id") not in (None, match.id if match else None):
+                    raise InputError(
+                        [
+                            Issue(
+                                "error",
+                                "invalid",
+                                "Resource id does not match the conditional update's match",
+                                expression=f"Bundle.entry[{e.index}].resource.id",
+                            )
+                        ]
+                    )
+                e.matched_id = match.id if match is not None else None
+                e.target_id = match.id if match is not None else _new_id()
             if e.full_url and e.target_type and e.target_id:
                 mapping[e.full_url] = f"{e.target_type}/{e.target_id}"
-        # 2. rewrite urn:uuid (and absolute fullUrl) references to the assigned ids
+        # 2. the working copies: identifier systems normalised (and said so), urn:uuid (and
+        #    absolute fullUrl) references rewritten to the assigned ids, POST/PUT ids set
         for e in entries:
             if e.resource is not None:
-                _rewrite_references(e.resource, mapping)
+                e.resource, changed = prepared_copy(e.resource, mapping)
+                e.issues += self._normalised(e.resource, changed)
+                if e.method in ("POST", "PUT"):
+                    e.resource["id"] = e.target_id
         final_bundle: JsonObject = {
             "resourceType": "Bundle",
             "type": "transaction",

@@ -63,9 +63,9 @@ def copy_json(obj: Any) -> Any:
     are immutable and shared). Several times faster than `copy.deepcopy`, which the pipeline
     used to spend a tenth of its time in."""
     if isinstance(obj, dict):
-        return {k: copy_json(v) for k, v in obj.items()}
+        return {k: copy_json(v) if isinstance(v, dict | list) else v for k, v in obj.items()}
     if isinstance(obj, list):
-        return [copy_json(v) for v in obj]
+        return [copy_json(v) if isinstance(v, dict | list) else v for v in obj]
     return obj
 
 
