@@ -124,4 +124,5 @@ def re_refs(node: Any) -> list[str]:
 @pytest.mark.parametrize("value", [None, 1, "x", [], {}])
 def test_leaves_and_empty_containers_are_kept(value: Any) -> None:
     out, changed = prepared_copy({"resourceType": "Basic", "v": value}, {})
-    assert out == {"resourceType": "Basic", "v": value} and changed == 0
+    assert out == {"resourceType": "Basic", "v": value}
+    assert changed == 0
