@@ -297,3 +297,35 @@ def test_sqlite_fetches_selective_matches_by_key_not_by_walking_the_type(tmp_pat
     engine.dispose()
     assert "ix_resource_current_type_last_updated" not in plan
     assert "sqlite_autoindex_resource_current_1" in plan
+
+
+def test_nested_savepoints_and_a_database_error_inside_one(repo):
+    """A failed statement inside a savepoint (on PostgreSQL it aborts the transaction until the
+    savepoint is rolled back) leaves the unit usable; an inner savepoint's rollback keeps the
+    outer one's writes."""
+    with repo.unit_of_work() as uow:
+        uow.update(referral())
+
+        def lost_then_refused() -> None:
+            with uow.savepoint():
+                uow.update(referral(note="lost"))
+                # a fault injected on purpose: a statement the database refuses
+                uow._driver.execute(uow.connection, "SELECT * FROM no_such_table", ())
+
+        with pytest.raises(sa.exc.DBAPIError):
+            lost_then_refused()
+        with uow.savepoint():
+            uow.update({"resourceType": "Patient", "id": "p1"})
+
+            def stale() -> None:
+                with uow.savepoint():
+                    uow.update(referral(note="stale"), if_match=7)
+
+            with pytest.raises(PreconditionFailed):
+                stale()
+        uow.update({"resourceType": "Patient", "id": "p2"})
+
+    assert repo.read("ServiceRequest", "sr1").version_id == 1
+    assert repo.read("Patient", "p1").version_id == 1
+    assert repo.read("Patient", "p2").version_id == 1
+    assert version_count(repo) == 1  # sr1: the "lost" and "stale" versions were rolled back
