@@ -10,10 +10,16 @@ Wales is detected when the resource (or anything it contains) carries:
   health board identifier, and such a plan is Welsh whoever sends it.
 An explicit `england` tag or fact wins over identifiers. Patient addresses are deliberately ignored:
 the Measure follows the provider, not where the patient lives (002.md §6.21).
+
+The identifier walk visits every dict and list of the resource, and runs on every judged resource
+of every write (10 us for a DIALOG response of 22 items, a sixth of its policy time). Most
+resources carry no ODS identifier at all, so `_may_carry_ods_system` first asks one serialisation
+in C whether the ODS system URI occurs anywhere; only then does the walk decide.
 """
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 
@@ -43,7 +49,28 @@ def detect(resource: JsonObject, ctx: ValidationContext) -> Nation | None:
             return "wales" if code == "GB-WLS" else "england"
     if _has_wales_only_code(resource):
         return "wales"
+    if not _may_carry_ods_system(resource):
+        return None
     return "wales" if _has_welsh_ods(resource, 0) else None
+
+
+_ODS_SYSTEM_BYTES: Final = ODS_SYSTEM.encode("ascii")
+
+
+def _may_carry_ods_system(resource: JsonObject) -> bool:
+    """False only when no value anywhere in `resource` can equal the ODS system URI, so the walk
+    would find nothing (checked against the walk in tests/unit/policy/test_jurisdiction_walk.py).
+
+    `marshal` accepts exact built-in types only (a str or dict subclass, a Decimal, nesting past
+    its depth limit: ValueError), so when it succeeds every value is a plain dict, list, str,
+    number, bool, None (or tuple, set, bytes). Of those only a str equals the URI, and marshal
+    writes an ASCII str's characters as they are the first time it meets it (later occurrences
+    refer back). Absent bytes therefore mean absent URI. Whatever marshal refuses goes to the walk.
+    """
+    try:
+        return _ODS_SYSTEM_BYTES in marshal.dumps(resource)
+    except ValueError:
+        return True
 
 
 def _has_wales_only_code(resource: JsonObject) -> bool:
