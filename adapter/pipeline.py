@@ -552,6 +552,12 @@ class Pipeline:
         Nothing is durable until this returns, so a caller reports acceptance only afterwards.
         A store without savepoints gets one transaction per Bundle.
         """
+        try:
+            return self._batch_in_one_unit(bundles)
+        except _Refused as refused:
+            return [refused.error]
+
+    def _batch_in_one_unit(self, bundles: Sequence[JsonObject]) -> list[JsonObject | AdapterError]:
         results: list[JsonObject | AdapterError] = []
         with self.repo.unit_of_work() as uow:
             savepoint = getattr(uow, "savepoint", None)
@@ -564,6 +570,8 @@ class Pipeline:
             if callable(lock):
                 for key in conditional_lock_keys(bundles):
                     lock(key)
+            if len(bundles) == 1:  # one unit (MLLP, a single ingest): the unit of work is enough
+                return [self._only_unit(bundles[0], uow)]
             for bundle in bundles:
                 try:
                     with savepoint():
@@ -573,6 +581,17 @@ class Pipeline:
                 except _MatchChanged:  # cannot happen on one connection; be explicit anyway
                     results.append(PreconditionFailed("Conditional match changed"))
         return results
+
+    def _only_unit(self, bundle: JsonObject, uow: Repository) -> JsonObject | AdapterError:
+        """A batch of one without a savepoint: a refused unit rolls the whole unit of work back
+        (`_Refused` leaves it by exception), and is returned like a batch's refusal. A failure of
+        the commit itself is not a refusal and still raises."""
+        try:
+            return self._transaction_once(bundle, uow)
+        except AdapterError as exc:
+            raise _Refused(exc) from exc
+        except _MatchChanged as exc:  # cannot happen on one connection; be explicit anyway
+            raise _Refused(PreconditionFailed("Conditional match changed")) from exc
 
     def _try_transaction(self, bundle: JsonObject) -> JsonObject | AdapterError:
         try:
@@ -824,6 +843,14 @@ class Pipeline:
 
 class _MatchChanged(Exception):
     """A conditional match seen while preparing differs from the one under the lock."""
+
+
+class _Refused(Exception):
+    """Carries a batch-of-one's refusal out of its unit of work, so that the unit rolls back."""
+
+    def __init__(self, error: AdapterError):
+        super().__init__(str(error))
+        self.error = error
 
 
 def _recheck_conditional_matches(uow: Repository, entries: list[_Entry]) -> None:
