@@ -155,6 +155,10 @@ class SqlRepository:
         self._connection = _connection
         self._driver = _driver_sql(engine.dialect)
         self._savepoint_depth = 0
+        #: (type, id) this unit of work read as never stored: an update of one tries the insert
+        #: first instead of the in-place bump. Only the order of two statements depends on it; a
+        #: stale entry (a concurrent insert) is settled by the general path, as without it.
+        self._absent: set[tuple[str, str]] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> SqlRepository:
@@ -343,13 +347,17 @@ class SqlRepository:
     ) -> tuple[StoredResource, bool]:
         """Most writes touch the current row with one statement: an update of a live resource
         bumps its version in place (`UPDATE ... RETURNING`: read and compare-and-set at once), and
-        a new resource is inserted if its id is free. Anything else (a taken id on create, a
+        a new resource is inserted if its id is free (tried first when this unit of work has just
+        read the id as never stored, saving the bump that would find nothing). Anything else (a taken id on create, a
         deleted resource, a stale If-Match, a lost race) falls to the general path, which decides."""
         if not isinstance(resource.get("meta", {}), dict):  # before any row changes
             raise _invalid("meta must be an object", f"{resource_type}.meta")
         driver = self._driver
         now = self._now()
-        if not must_be_new:
+        known_absent = (resource_type, resource_id) in self._absent
+        if known_absent:
+            self._absent.discard((resource_type, resource_id))
+        if not must_be_new and not known_absent:
             live = driver.flag(False)
             rows = (
                 driver.execute(
@@ -565,6 +573,8 @@ class SqlRepository:
         def operation(conn: Connection) -> StoredResource:
             rows = driver.execute(conn, _SQL_READ_CURRENT, (resource_type, id))
             if not rows:
+                if self._connection is not None:
+                    self._absent.add((resource_type, id))
                 raise NotFound(f"{resource_type}/{id} is not known")
             stored = driver.stored(rows[0])
             if stored.deleted:

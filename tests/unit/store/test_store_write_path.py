@@ -13,7 +13,7 @@ from adapter.clock import FixedClock
 from adapter.errors import Conflict, InputError, PreconditionFailed
 from adapter.store.migrate import upgrade
 from adapter.store.models import CURRENT_TABLE, INDEX_TABLE, VERSION_TABLE
-from adapter.store.repository import SearchParam, SearchQuery, find_one_or_none
+from adapter.store.repository import SearchParam, SearchQuery, current_or_none, find_one_or_none
 from adapter.store.sql import SqlRepository, _driver_sql, _plan_search, build_engine, write_engine
 
 SYSTEM = "https://example.org/referral-id"
@@ -329,3 +329,31 @@ def test_nested_savepoints_and_a_database_error_inside_one(repo):
     assert repo.read("Patient", "p1").version_id == 1
     assert repo.read("Patient", "p2").version_id == 1
     assert version_count(repo) == 1  # sr1: the "lost" and "stale" versions were rolled back
+
+
+def test_an_update_of_an_id_just_read_as_absent_inserts_it(repo):
+    with repo.unit_of_work() as uow:
+        assert current_or_none(uow, "ServiceRequest", "sr1") is None
+        stored, created = uow.update(referral())
+        again, created_again = uow.update(referral(note="second"))
+    assert (stored.version_id, created) == (1, True)
+    assert (again.version_id, created_again) == (2, False)
+    assert version_count(repo) == 2
+    assert search(repo, "identifier", f"{SYSTEM}|REF-1") == ["sr1/2"]
+
+
+@pytest.mark.parametrize(
+    "test_database", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_an_absent_read_gone_stale_under_a_concurrent_insert_still_updates(database):
+    """PostgreSQL only (SQLite's unit of work holds the write lock, so no one can insert between):
+    the unit reads sr1 as absent, another connection creates it, the unit's update then finds the
+    id taken and updates it as version 2 instead of failing or writing a second version 1."""
+    assert database.engine.dialect.name == "postgresql"
+    repo = SqlRepository(database.engine)
+    with repo.unit_of_work() as uow:
+        assert current_or_none(uow, "ServiceRequest", "sr1") is None
+        SqlRepository(database.engine).update(referral(note="concurrent"))
+        stored, created = uow.update(referral(note="ours"))
+    assert (stored.version_id, created) == (2, False)
+    assert version_count(repo) == 2
