@@ -1,11 +1,13 @@
-"""Element paths in the JSON a mapping builds (`a.b[0].c`, `[+]` to append), parsed once per
-distinct path: set, get, and the pruning of empty elements that rules with no source leave."""
+"""Element paths in the JSON a mapping builds (`a.b[0].c`, `[+]` to append), compiled once per
+distinct path into a setter and a getter, and the pruning of empty elements that rules with no
+source leave."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from adapter.fhir.types import JsonObject
 
@@ -53,17 +55,74 @@ def _readable(path: str) -> _Compiled | None:
     return segments if concrete is not None else None
 
 
-def set_path(target: JsonObject, path: str, value: Any) -> str:
-    """Sets `a.b[0].c` (or appends with `[+]`), creating containers; returns the concrete path."""
+class Setter(NamedTuple):
+    """A compiled `set_path` for one path: `put(target, value)` returns the concrete path."""
+
+    put: Callable[[Any, Any], str]
+    #: True when a fixed index above 0 may pad a list with empty dicts, which pruning must remove
+    may_pad: bool
+
+
+def _walk_fixed(node: Any, name: str, index: int | None) -> Any:
+    """One step down a fixed segment, creating the container (and padding a list) as needed."""
+    if index is None:
+        return node.setdefault(name, {})
+    items = node.setdefault(name, [])
+    while len(items) <= index:
+        items.append({})
+    return items[index]
+
+
+@lru_cache(maxsize=4096)
+def setter(path: str) -> Setter:
+    """`set_path` for one path, specialised once: the common shapes (`status`, `code.text`,
+    `item[+]`, paths with no `[+]`) skip the general walk and the building of the concrete path."""
     segments, fixed = _compiled(path)
+    may_pad = any(index is not None and index > 0 for _, index in segments)
+    head, (last_name, last_index) = segments[:-1], segments[-1]
+    if fixed is not None:
+        if not head and last_index is None:
+
+            def put_name(target: Any, value: Any) -> str:
+                target[last_name] = value
+                return fixed
+
+            return Setter(put_name, may_pad)
+
+        def put_fixed(target: Any, value: Any) -> str:
+            node = target
+            for name, index in head:
+                node = _walk_fixed(node, name, index)
+            if last_index is None:
+                node[last_name] = value
+            else:
+                items = node.setdefault(last_name, [])
+                while len(items) <= last_index:
+                    items.append({})
+                items[last_index] = value
+            return fixed
+
+        return Setter(put_fixed, may_pad)
+    if not head:  # `item[+]`
+
+        def put_append(target: Any, value: Any) -> str:
+            items = target.setdefault(last_name, [])
+            items.append(value)
+            return f"{last_name}[{len(items) - 1}]"
+
+        return Setter(put_append, may_pad)
+    return Setter(lambda target, value: _set_walk(target, segments, value), may_pad)
+
+
+def _set_walk(target: JsonObject, segments: _Compiled, value: Any) -> str:
+    """The general walk: a path with `[+]` somewhere, building the concrete path as it goes."""
     node: Any = target
     concrete: list[str] = []
     last_i = len(segments) - 1
     for i, (name, index) in enumerate(segments):
         last = i == last_i
         if index is None:
-            if fixed is None:
-                concrete.append(name)
+            concrete.append(name)
             if last:
                 node[name] = value
             else:
@@ -79,17 +138,30 @@ def set_path(target: JsonObject, path: str, value: Any) -> str:
                 items.append({})
             if last:
                 items[pos] = value
-        if fixed is None:
-            concrete.append(f"{name}[{pos}]")
+        concrete.append(f"{name}[{pos}]")
         if not last:
             node = items[pos]
-    return fixed if fixed is not None else ".".join(concrete)
+    return ".".join(concrete)
 
 
-def get_path(node: Any, path: str) -> Any:
+def set_path(target: JsonObject, path: str, value: Any) -> str:
+    """Sets `a.b[0].c` (or appends with `[+]`), creating containers; returns the concrete path."""
+    return setter(path).put(target, value)
+
+
+@lru_cache(maxsize=4096)
+def getter(path: str) -> Callable[[Any], Any]:
+    """`get_path` for one path, compiled once (the engine reads `linkId` of every item to sort)."""
     segments = _readable(path)
     if segments is None:
-        return None
+        return lambda _node: None
+    if len(segments) == 1 and segments[0][1] is None:
+        name = segments[0][0]
+        return lambda node: node.get(name) if isinstance(node, dict) else None
+    return lambda node: _get_walk(node, segments)
+
+
+def _get_walk(node: Any, segments: _Compiled) -> Any:
     for name, index in segments:
         if not isinstance(node, dict):
             return None
@@ -101,6 +173,11 @@ def get_path(node: Any, path: str) -> Any:
         if node is None:
             return None
     return node
+
+
+def get_path(node: Any, path: str) -> Any:
+    """The value at a fixed path (no `[+]`), or None when any step is missing."""
+    return getter(path)(node)
 
 
 #: what prune_empty removes; compared with `in` (equality), as JSON values compare
