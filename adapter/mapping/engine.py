@@ -8,27 +8,48 @@ is either read by a rule, listed under `ignore` with a reason, or reported as un
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from fnmatch import translate
-from functools import lru_cache
 from typing import Any, cast
 
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue, IssueCode, Severity
 from adapter.mapping.ids import deterministic_id
 from adapter.mapping.loader import ConceptMaps
-from adapter.mapping.paths import get_path, prune_empty, set_path
-from adapter.mapping.selectors import _ABSOLUTE, _LITERAL, _SELECTED, _conditions, _selector
-from adapter.mapping.spec import Aggregate, MappingSpec, ResourceSpec, Rule
+from adapter.mapping.paths import get_path, getter, prune_empty, set_path
+from adapter.mapping.selectors import (
+    _ABSOLUTE,
+    _AGGREGATE,
+    _BLOCK,
+    _CONST,
+    _DUE,
+    _GROUP,
+    _LITERAL,
+    _LOCAL,
+    _READ,
+    _REF,
+    _aggregate_plan,
+    _Alternative,
+    _ignore_matcher,
+    _is_clean,
+    _is_leaf,
+    _plan,
+    _rank,
+    _selector,
+    _Step,
+    _unused_field_issue,
+    _Where,
+    _where,
+)
+from adapter.mapping.spec import Aggregate, MappingSpec, ResourceSpec
 from adapter.mapping.trace import TraceEntry
 from adapter.mapping.transforms import LONDON, TRANSFORMS
 from adapter.sources.record import GroupInstance, SourceRecord
 
-#: get_path, set_path and prune_empty live in adapter.mapping.paths; re-exported for callers here
+#: get_path, set_path and prune_empty live in adapter.mapping.paths, _ignore_matcher in
+#: adapter.mapping.selectors; re-exported for callers here
 __all__ = [
     "MappedResource",
     "MappingResult",
@@ -52,16 +73,56 @@ class MappedResource:
         return f"{self.resource['resourceType']}/{self.resource['id']}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class MappingResult:
+    """What one record mapped to. The trace is kept as plain rows while the engine runs and becomes
+    TraceEntry objects only when someone reads `trace` (`--trace`, `source_of`): most records are
+    never asked, and building ~100 frozen entries per record was a fifth of the engine's cost."""
+
     mapping_id: str
     record: SourceRecord
-    resources: list[MappedResource] = field(default_factory=list)
-    issues: list[Issue] = field(default_factory=list)
-    trace: list[TraceEntry] = field(default_factory=list)
-    used: set[str] = field(default_factory=set)
-    unmapped: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
+    resources: list[MappedResource]
+    issues: list[Issue]
+    used: set[str]
+    unmapped: list[str]
+    ignored: list[str]
+    #: [resource, path, source, rule, position] per entry, in order, until `trace` is first read
+    trace_rows: list[list[str]] | None
+    _trace: list[TraceEntry]
+
+    def __init__(
+        self,
+        mapping_id: str,
+        record: SourceRecord,
+        resources: list[MappedResource] | None = None,
+        issues: list[Issue] | None = None,
+        trace: list[TraceEntry] | None = None,
+        used: set[str] | None = None,
+        unmapped: list[str] | None = None,
+        ignored: list[str] | None = None,
+    ) -> None:
+        self.mapping_id = mapping_id
+        self.record = record
+        self.resources = [] if resources is None else resources
+        self.issues = [] if issues is None else issues
+        self._trace = [] if trace is None else trace
+        self.trace_rows = None
+        self.used = set() if used is None else used
+        self.unmapped = [] if unmapped is None else unmapped
+        self.ignored = [] if ignored is None else ignored
+
+    @property
+    def trace(self) -> list[TraceEntry]:
+        """For each output element, the source field and rule behind it (built on first read)."""
+        if self.trace_rows is not None:
+            self._trace.extend([TraceEntry(*row) for row in self.trace_rows])
+            self.trace_rows = None
+        return self._trace
+
+    @trace.setter
+    def trace(self, entries: list[TraceEntry]) -> None:
+        self._trace = entries
+        self.trace_rows = None
 
     def source_of(self, resource_ref: str, path: str) -> str | None:
         """The source key behind an output element (for pointing pipeline issues back at the source)."""
@@ -81,6 +142,10 @@ class MappingResult:
 
 # -- the engine ----------------------------------------------------------------------------------
 class _Run:
+    """One record through one mapping. Output containers are pruned only when a rule may have left
+    an empty or shared value in them (`dirty`): a rule writing a non-empty scalar, a reference or a
+    mapped coding leaves nothing to prune, and that is nearly every rule."""
+
     def __init__(
         self,
         spec: MappingSpec,
@@ -93,52 +158,60 @@ class _Run:
         self.maps = concept_maps
         self.settings = {**spec.settings, **settings}
         self.result = MappingResult(spec.id, record)
+        self.used = self.result.used
+        self.rows: list[list[str]] = []
         self.rule_prefix = spec.rule_prefix
         self.built: dict[str, list[MappedResource]] = {}
+        #: whether the container being filled may hold an empty or shared value
+        self.dirty = False
+        self.dirty_resources: list[bool] = []
 
     # selectors
     def _locate(
-        self,
-        kind: int,
-        name: str,
-        match_key: str,
-        match_value: str,
-        local: str,
-        instance: GroupInstance | None,
+        self, kind: int, name: str, match_key: str, match_value: str, local: str
     ) -> str | None:
-        """The global key one compiled alternative points at (None when absent or empty)."""
+        """The global key an absolute or selected alternative points at (None when absent or empty)."""
         record = self.record
         if kind == _ABSOLUTE:
             return record.resolve(name)
-        if kind == _SELECTED:
-            values = record.values
-            for inst in record.group(name):
-                key_global = inst.keys.get(match_key)
-                if key_global is not None and values.get(key_global) == match_value:
-                    self.result.used.add(key_global)
-                    real = inst.keys.get(local)
-                    return record.resolve(real) if real else None
-            return None
-        if instance is not None:
-            real = instance.keys.get(name)
-            return record.resolve(real) if real else None
-        return record.resolve(name)
+        values = record.values
+        for inst in record.group(name):
+            key_global = inst.keys.get(match_key)
+            if key_global is not None and values.get(key_global) == match_value:
+                self.used.add(key_global)
+                real = inst.keys.get(local)
+                return record.resolve(real) if real else None
+        return None
+
+    def take(
+        self, alternatives: tuple[_Alternative, ...], instance: GroupInstance | None
+    ) -> tuple[str | None, str | None]:
+        """(value, global key) of a parsed selector: a literal, or the first alternative present."""
+        record = self.record
+        for kind, name, match_key, match_value, local in alternatives:
+            if kind == _LOCAL:  # the common case, inline: a key of the record or of the instance
+                if instance is None:
+                    key = record.resolve(name)
+                else:
+                    real = instance.keys.get(name)
+                    key = record.resolve(real) if real else None
+            elif kind == _LITERAL:
+                return name, None
+            else:
+                key = self._locate(kind, name, match_key, match_value, local)
+            if key is not None:
+                self.used.add(key)
+                return record.values[key], key
+        return None, None
 
     def read(self, selector: str, instance: GroupInstance | None) -> tuple[str | None, str | None]:
         """(value, global key). A quoted selector (`'crisis'`) is a literal; `a ?? b` the first present."""
-        for kind, name, match_key, match_value, local in _selector(selector):
-            if kind == _LITERAL:
-                return name, None
-            key = self._locate(kind, name, match_key, match_value, local, instance)
-            if key is not None:
-                self.result.used.add(key)
-                return self.record.values[key], key
-        return None, None
+        return self.take(_selector(selector), instance)
 
-    def matches(self, where: tuple[tuple[str, str], ...], instance: GroupInstance | None) -> bool:
+    def matches(self, where: _Where, instance: GroupInstance | None) -> bool:
         """Every `selector: value` holds; a value written `!X` holds when the field is anything but X."""
-        for selector, negated, expected in _conditions(where):
-            value, _ = self.read(selector, instance)
+        for alternatives, negated, expected in where:
+            value, _ = self.take(alternatives, instance)
             if value == expected if negated else value != expected:
                 return False
         return True
@@ -156,18 +229,21 @@ class _Run:
 
     # resources
     def run(self) -> MappingResult:
-        for res in self.spec.resources:
+        for res, steps in zip(self.spec.resources, _plan(self.spec), strict=True):
             instances: list[GroupInstance | None] = [None]
             if res.foreach is not None:
                 instances = [i for i in self.record.group(res.foreach)]
+            where = _where(res.where) if res.where else ()
             for instance in instances:
-                if res.where and not self.matches(res.where, instance):
+                if where and not self.matches(where, instance):
                     continue
                 if res.when is not None and not self.condition(res.when, instance):
                     continue
-                self.build(res, instance)
-        for mapped in self.result.resources:
-            mapped.resource = prune_empty(mapped.resource)
+                self.build(res, steps, instance)
+        for mapped, dirty in zip(self.result.resources, self.dirty_resources, strict=True):
+            if dirty:
+                mapped.resource = prune_empty(mapped.resource)
+        self.result.trace_rows = self.rows
         self.report_unused()
         return self.result
 
@@ -176,7 +252,9 @@ class _Run:
         value, _ = self.read(when.lstrip("!"), instance)
         return (value is None) if negate else (value is not None)
 
-    def build(self, res: ResourceSpec, instance: GroupInstance | None) -> None:
+    def build(
+        self, res: ResourceSpec, steps: tuple[_Step, ...], instance: GroupInstance | None
+    ) -> None:
         rule_base = f"{self.rule_prefix}#{res.name}"
         resource: JsonObject = {"resourceType": res.type}
         match: tuple[str, str] | None = None
@@ -217,7 +295,8 @@ class _Run:
         mapped = MappedResource(res.name, resource, match)
         ref = mapped.reference
         before = len(self.result.issues)
-        ok = self.apply_rules(res.rules, resource, "", instance, ref, rule_base)
+        self.dirty = False
+        ok = self.apply_rules(steps, resource, instance, ref)
         blocking = any(i.is_blocking for i in self.result.issues[before:])
         if not ok or blocking:
             return
@@ -225,35 +304,34 @@ class _Run:
             self.sort(resource, res.order, ref)
         self.built.setdefault(res.name, []).append(mapped)
         self.result.resources.append(mapped)
+        # an empty resourceType or id (a literal '' in the mapping) is pruned, as it always was
+        self.dirty_resources.append(self.dirty or not (res.type and resource["id"]))
 
     def sort(self, resource: JsonObject, order: tuple[str, str, tuple[str, ...]], ref: str) -> None:
+        """Orders the list at `order[0]` by the rank of each item's key, and moves the trace along."""
         list_path, key_path, values = order
         items = get_path(resource, list_path)
         if not isinstance(items, list):
             return
-        rank = {v: i for i, v in enumerate(values)}
+        rank = _rank(values)
+        unranked = len(rank)
+        key_of = getter(key_path)
         moved = sorted(
-            range(len(items)),
-            key=lambda i: (rank.get(str(get_path(items[i], key_path)), len(rank)), i),
+            range(len(items)), key=lambda i: (rank.get(str(key_of(items[i])), unranked), i)
         )
-        resource_items = [items[i] for i in moved]
-        items[:] = resource_items
+        items[:] = [items[i] for i in moved]
         new_index = {old: new for new, old in enumerate(moved)}
         prefix = f"{list_path}["
-        for j, t in enumerate(self.result.trace):
-            if t.resource != ref or not t.path.startswith(prefix):
+        start = len(prefix)
+        for row in self.rows:
+            path = row[1]
+            if row[0] != ref or not path.startswith(prefix):
                 continue
-            close = t.path.index("]", len(prefix))
-            old = int(t.path[len(prefix) : close])
-            if new_index[old] == old and t.path[len(prefix) : close] == str(old):
+            close = path.index("]", start)
+            old = int(path[start:close])
+            if new_index[old] == old and path[start:close] == str(old):
                 continue  # the same entry would be rebuilt
-            self.result.trace[j] = TraceEntry(
-                t.resource,
-                f"{prefix}{new_index[old]}{t.path[close:]}",
-                t.source,
-                t.rule,
-                t.position,
-            )
+            row[1] = f"{prefix}{new_index[old]}{path[close:]}"
 
     def locate_name(self, selector: str, instance: GroupInstance | None) -> str:
         selector = selector.split(" ?? ")[0]
@@ -264,58 +342,63 @@ class _Run:
     def put(
         self,
         target: JsonObject,
-        to: str,
+        step: _Step,
         value: Any,
         ref: str,
-        prefix: str,
-        rule_id: str,
         source: str,
         position: str = "",
+        is_clean: bool = True,
     ) -> None:
-        """Sets `to` in `target` and traces where the value came from."""
-        path = set_path(target, to, value)
-        self.result.trace.append(TraceEntry(ref, prefix + path, source, rule_id, position))
-
-    def put_read(
-        self,
-        target: JsonObject,
-        to: str,
-        value: Any,
-        ref: str,
-        prefix: str,
-        rule_id: str,
-        key: str | None,
-        selector: str | None,
-    ) -> None:
-        """`put` of a value read from the record: traced to its key and position."""
-        position = self.record.position(key) if key else ""
-        self.put(target, to, value, ref, prefix, rule_id, key or str(selector), position)
+        """Sets the step's `to` in `target` and traces where the value came from."""
+        path = step.setter.put(target, value)
+        self.rows.append([ref, path, source, step.rule_id, position])
+        if not is_clean or step.setter.may_pad:
+            self.dirty = True
 
     def apply_rules(
         self,
-        rules: tuple[Rule, ...],
+        steps: tuple[_Step, ...],
         target: JsonObject,
-        base: str,
         instance: GroupInstance | None,
         ref: str,
-        rule_base: str,
     ) -> bool:
-        """Applies rules into `target`; False when an aggregate could not be computed (skip resource)."""
-        rule_prefix = self.rule_prefix
-        prefix = f"{base}." if base else ""
-        for rule in rules:
-            rule_id = f"{rule_prefix}#{rule.locator}"
-            if rule.rules and rule.group is None:  # Rule.is_block, without the property call
-                if rule.when is not None and not self.condition(rule.when, instance):
+        """Applies rules into `target`; False when an aggregate could not be computed (skip resource).
+        Trace paths are relative to `target`: `nested` puts the element's path in front."""
+        record = self.record
+        for step in steps:
+            kind = step.kind
+            rule = step.rule
+            if kind == _READ:
+                raw, key = self.take(step.source, instance)
+                if raw is None:
+                    if rule.required:
+                        self.issue(
+                            "error",
+                            "required",
+                            f"{rule.source} is required for {rule.to}",
+                            self.locate_name(str(rule.source), instance),
+                            step.rule_id,
+                        )
                     continue
-                self.nested(rule, target, prefix, instance, ref, rule_base)
+                self.convert(step, raw, key, target, ref)
                 continue
-            if rule.group is not None:
-                for inst in self.record.group(rule.group):
-                    if self.matches(rule.where, inst):
-                        self.nested(rule, target, prefix, inst, ref, rule_base)
+            if kind == _CONST:
+                self.put(target, step, rule.const, ref, "const", "", step.const_is_leaf)
                 continue
-            if rule.aggregate is not None:
+            if kind == _BLOCK:
+                if rule.when is not None:
+                    value, _ = self.take(step.source, instance)
+                    if (value is not None) if step.negate_when else (value is None):
+                        continue
+                self.nested(step, target, instance, ref)
+                continue
+            if kind == _GROUP:
+                for inst in record.group(str(rule.group)):
+                    if self.matches(step.where, inst):
+                        self.nested(step, target, inst, ref)
+                continue
+            if kind == _AGGREGATE:
+                assert rule.aggregate is not None
                 computed = self.aggregate(rule.aggregate)
                 if computed is None:
                     self.issue(
@@ -323,101 +406,92 @@ class _Run:
                         "informational",
                         f"{rule.to} not computed: not every item needed was present and in range",
                         None,
-                        rule_id,
+                        step.rule_id,
                     )
                     return False
-                self.put(
-                    target,
-                    rule.to,
-                    computed,
-                    ref,
-                    prefix,
-                    rule_id,
-                    f"aggregate:{rule.aggregate.function}",
-                )
+                self.put(target, step, computed, ref, f"aggregate:{rule.aggregate.function}")
                 continue
-            if rule.ref is not None:
-                targets = self.built.get(rule.ref, [])
+            if kind == _REF:
+                targets = self.built.get(str(rule.ref), [])
                 for other in targets if "[+]" in rule.to else targets[:1]:
                     reference = {"reference": other.reference}
-                    self.put(target, rule.to, reference, ref, prefix, rule_id, f"ref:{rule.ref}")
+                    self.put(target, step, reference, ref, f"ref:{rule.ref}")
                 continue
-            if rule.due is not None:
-                self.deadline(rule, target, prefix, instance, ref, rule_id)
+            if kind == _DUE:
+                self.deadline(step, target, instance, ref)
                 continue
-            if rule.setting is not None:
-                setting = self.settings[rule.setting]
-                self.put(target, rule.to, setting, ref, prefix, rule_id, f"setting:{rule.setting}")
-                continue
-            if rule.source is None:
-                self.put(target, rule.to, rule.const, ref, prefix, rule_id, "const")
-                continue
-            raw, key = self.read(rule.source, instance)
-            if raw is None:
-                if rule.required:
-                    self.issue(
-                        "error",
-                        "required",
-                        f"{rule.source} is required for {rule.to}",
-                        self.locate_name(rule.source, instance),
-                        rule_id,
-                    )
-                continue
-            value: Any = raw
-            problem: str | None
-            if rule.transform is not None:
-                value, problem = TRANSFORMS[rule.transform](raw)
-                if problem is not None:
-                    self.issue("error", "value", f"{rule.source} {problem}", key, rule_id)
-                    continue
-            if rule.map is not None:
-                translation = self.maps.translate(rule.map, str(value))
-                if translation is None and rule.on_unmapped == "keep":
-                    self.put_read(target, rule.to, value, ref, prefix, rule_id, key, rule.source)
-                    continue
-                if translation is None:
-                    severity = "error" if rule.on_unmapped == "error" else "warning"
-                    self.issue(
-                        severity,
-                        "code-invalid",
-                        f"{rule.source} code '{value}' has no entry in ConceptMap {rule.map}",
-                        key,
-                        rule_id,
-                    )
-                    continue
-                coding = {
-                    "system": translation.system,
-                    "code": translation.code,
-                    **({"display": translation.display} if translation.display else {}),
-                }
-                value = {
-                    "coding": coding,
-                    "code": translation.code,
-                    "display": translation.display,
-                    "codeableconcept": {"coding": [coding]},
-                }[rule.emit]
-                if value is None:
-                    continue
-            if rule.template is not None:
-                value = rule.template.replace("{value}", str(value))
-            self.put_read(target, rule.to, value, ref, prefix, rule_id, key, rule.source)
+            setting = self.settings[str(rule.setting)]
+            self.put(target, step, setting, ref, f"setting:{rule.setting}", "", _is_leaf(setting))
         return True
+
+    def convert(self, step: _Step, raw: str, key: str | None, target: JsonObject, ref: str) -> None:
+        """A value read from the record, transformed, mapped and templated as the rule asks, then
+        put and traced to its key and position (or to the selector, for a literal)."""
+        rule = step.rule
+        rule_id = step.rule_id
+        value: Any = raw
+        problem: str | None
+        if rule.transform is not None:
+            transform = step.transform or TRANSFORMS[rule.transform]
+            value, problem = transform(raw)
+            if problem is not None:
+                self.issue("error", "value", f"{rule.source} {problem}", key, rule_id)
+                return
+        if rule.map is not None:
+            translation = self.maps.translate(rule.map, str(value))
+            if translation is None and rule.on_unmapped == "keep":
+                self.put_read(step, target, value, key, ref)  # as it came, no template
+                return
+            if translation is None:
+                severity = "error" if rule.on_unmapped == "error" else "warning"
+                self.issue(
+                    severity,
+                    "code-invalid",
+                    f"{rule.source} code '{value}' has no entry in ConceptMap {rule.map}",
+                    key,
+                    rule_id,
+                )
+                return
+            coding = {
+                "system": translation.system,
+                "code": translation.code,
+                **({"display": translation.display} if translation.display else {}),
+            }
+            value = {
+                "coding": coding,
+                "code": translation.code,
+                "display": translation.display,
+                "codeableconcept": {"coding": [coding]},
+            }[rule.emit]
+            if value is None:
+                return
+        if rule.template is not None:
+            value = rule.template.replace("{value}", str(value))
+        self.put_read(step, target, value, key, ref)
+
+    def put_read(
+        self, step: _Step, target: JsonObject, value: Any, key: str | None, ref: str
+    ) -> None:
+        """`put` of a value read from the record: traced to its key and position. Transforms and
+        concept maps build a fresh value per call, so only emptiness needs checking."""
+        position = self.record.position(key) if key else ""
+        source = key or str(step.rule.source)
+        self.put(target, step, value, ref, source, position, _is_clean(value))
 
     def deadline(
         self,
-        rule: Rule,
+        step: _Step,
         target: JsonObject,
-        prefix: str,
         instance: GroupInstance | None,
         ref: str,
-        rule_id: str,
     ) -> None:
         """`due`: the anchor's date/time plus the timescale in `setting`, by the policy calendar."""
         from adapter.policy.checks.timescales import due_by
 
+        rule = step.rule
         assert rule.due is not None
         assert rule.setting is not None
-        raw, key = self.read(rule.due, instance)
+        raw, key = self.take(step.source, instance)
         if raw is None:
             if rule.required:
                 self.issue(
@@ -425,12 +499,12 @@ class _Run:
                     "required",
                     f"{rule.due} is required for {rule.to}",
                     self.locate_name(rule.due, instance),
-                    rule_id,
+                    step.rule_id,
                 )
             return
         anchor_text, problem = TRANSFORMS["datetime"](raw)
         if problem is not None:
-            self.issue("error", "value", f"{rule.due} {problem}", key, rule_id)
+            self.issue("error", "value", f"{rule.due} {problem}", key, step.rule_id)
             return
         anchor = datetime.fromisoformat(str(anchor_text))
         if anchor.tzinfo is None:
@@ -438,30 +512,37 @@ class _Run:
         deadline, _ = due_by(anchor, self.settings[rule.setting])
         position = f"{self.record.position(key) if key else ''} + setting:{rule.setting}"
         source = key or str(rule.due)
-        self.put(target, rule.to, deadline.isoformat(), ref, prefix, rule_id, source, position)
+        self.put(target, step, deadline.isoformat(), ref, source, position)
 
     def nested(
         self,
-        rule: Rule,
+        step: _Step,
         target: JsonObject,
-        prefix: str,
         instance: GroupInstance | None,
         ref: str,
-        rule_base: str,
     ) -> None:
+        """A block's rules into a new element, put at the block's `to` unless it came out empty;
+        its trace rows get the element's concrete path in front once that is known."""
         element: JsonObject = {}
-        trace_start = len(self.result.trace)
-        self.apply_rules(rule.rules, element, "", instance, ref, rule_base)
-        element = prune_empty(element)
+        rows = self.rows
+        trace_start = len(rows)
+        outer_dirty = self.dirty
+        self.dirty = False
+        self.apply_rules(step.steps, element, instance, ref)
+        if self.dirty:
+            element = prune_empty(
+                element
+            )  # fresh and clean now: the outer container is not dirtied
+        self.dirty = outer_dirty
         if not element:
-            del self.result.trace[trace_start:]
+            del rows[trace_start:]
             return
-        concrete = set_path(target, rule.to, element)
-        for j in range(trace_start, len(self.result.trace)):
-            t = self.result.trace[j]
-            self.result.trace[j] = TraceEntry(
-                t.resource, f"{prefix}{concrete}.{t.path}", t.source, t.rule, t.position
-            )
+        concrete = step.setter.put(target, element)
+        if step.setter.may_pad:
+            self.dirty = True
+        head = f"{concrete}."
+        for j in range(trace_start, len(rows)):
+            rows[j][1] = head + rows[j][1]
 
     def aggregate(self, spec: Aggregate) -> float | int | None:
         built = self.built.get(spec.resource)
@@ -470,12 +551,13 @@ class _Run:
         items = get_path(built[0].resource, spec.items)
         if not isinstance(items, list):
             return None
+        minimum, maximum, wanted = _aggregate_plan(spec)
+        key_of = getter(spec.key)
+        value_of = getter(spec.value)
         found: dict[str, Decimal] = {}
-        minimum = None if spec.minimum is None else Decimal(str(spec.minimum))
-        maximum = None if spec.maximum is None else Decimal(str(spec.maximum))
         for item in items:
-            key = get_path(item, spec.key)
-            value = get_path(item, spec.value)
+            key = key_of(item)
+            value = value_of(item)
             if key in spec.keys and isinstance(value, int | float) and not isinstance(value, bool):
                 number = Decimal(str(value))
                 if minimum is not None and number < minimum:
@@ -483,7 +565,7 @@ class _Run:
                 if maximum is not None and number > maximum:
                     continue
                 found[str(key)] = number
-        if spec.require_all and set(found) != set(spec.keys):
+        if spec.require_all and found.keys() != wanted:
             return None
         if not found:
             return None
@@ -495,62 +577,19 @@ class _Run:
         return int(rounded) if rounded == rounded.to_integral_value() else float(rounded)
 
     def report_unused(self) -> None:
-        """One information issue per non-empty source field no rule read: ~100 per v2 message, so
-        the rule strings are built once per run and each Issue directly."""
-        ignore = _ignore_matcher(self.spec.ignore)
-        used = self.result.used
+        """One information issue per non-empty source field no rule read: ~100 per v2 message.
+        The issues are frozen and depend only on the mapping and the key, so each is built once."""
+        classify = _unused_field_issue(self.rule_prefix, self.spec.ignore)
+        used = self.used
         ignored = self.result.ignored
         unmapped = self.result.unmapped
         issues = self.result.issues
-        prefix = self.rule_prefix
-        ignore_rule = f"rule {prefix}#ignore"
-        unmapped_rule = f"rule {prefix}#unmapped"
         for key in self.record.non_empty_keys():
             if key in used:
                 continue
-            reason = ignore(key)
-            if reason is not None:
-                ignored.append(key)
-                issues.append(
-                    Issue(
-                        "information",
-                        "informational",
-                        f"Source field {key} deliberately not mapped: {reason}",
-                        expression=key,
-                        diagnostics=ignore_rule,
-                    )
-                )
-            else:
-                unmapped.append(key)
-                issues.append(
-                    Issue(
-                        "information",
-                        "informational",
-                        f"Source field {key} is not mapped",
-                        expression=key,
-                        diagnostics=unmapped_rule,
-                    )
-                )
-
-
-@lru_cache(maxsize=256)
-def _ignore_matcher(ignore: tuple[tuple[str, str], ...]) -> Callable[[str], str | None]:
-    """The reason of the first `ignore` pattern (fnmatch, case-sensitive) a key matches, or None:
-    one regex with a group per pattern, compiled once per mapping."""
-    if not ignore:
-        return lambda _key: None
-    combined = re.compile(
-        "|".join(f"(?P<p{i}>{translate(pattern)})" for i, (pattern, _) in enumerate(ignore))
-    )
-
-    @lru_cache(maxsize=4096)  # source keys recur from record to record (`OBX[3]-1`)
-    def reason(key: str) -> str | None:
-        m = combined.match(key)
-        if m is None:
-            return None
-        return ignore[int(str(m.lastgroup)[1:])][1]
-
-    return reason
+            is_ignored, issue = classify(key)
+            (ignored if is_ignored else unmapped).append(key)
+            issues.append(issue)
 
 
 def apply_mapping(
