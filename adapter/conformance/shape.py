@@ -17,6 +17,7 @@ this with.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -106,6 +107,30 @@ def primitive_shape_problem(type_code: str, value: JsonValue) -> str | None:
     return None
 
 
+ShapeCheck = Callable[[JsonValue], str | None]
+
+
+def _fast_check(type_code: str) -> ShapeCheck:
+    """`primitive_shape_problem` for one type, answering the common valid values without the
+    chain of type tests (anything else goes to it, so the answers are the same)."""
+
+    def full(value: JsonValue) -> str | None:
+        return primitive_shape_problem(type_code, value)
+
+    if type_code == "boolean":
+        return lambda v: None if v is True or v is False else full(v)
+    if type_code in _INTEGER_TYPES:
+        low = {"positiveInt": 1, "unsignedInt": 0}.get(type_code, _INT32_MIN)
+        return lambda v: None if type(v) is int and low <= v <= _INT32_MAX else full(v)
+    if type_code == "decimal":
+        return lambda v: None if type(v) is Decimal or type(v) is int else full(v)
+    if type_code == "string":
+        return lambda v: None if type(v) is str and v else full(v)
+    if type_code == "base64Binary" or type_code in _FORMAT_TYPES:
+        return full
+    return lambda v: None if type(v) is str else full(v)  # uri, markdown, …: any string
+
+
 @dataclass(frozen=True, slots=True)
 class _Slot:
     """One allowed JSON property at a definition path, with what the check needs of it."""
@@ -116,6 +141,8 @@ class _Slot:
     def_path: str
     resource: bool  # of type Resource: checked as a resource of its own `resourceType`
     choice: str | None  # the choice element (`value` for `valueString`), or None
+    #: `primitive_shape_problem` for `type_code` (primitives only)
+    check: ShapeCheck | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +152,6 @@ class _Plan:
     slots: dict[str, _Slot]
     #: (element name, the properties any one of which makes it present)
     required: tuple[tuple[str, frozenset[str]], ...]
-    has_choices: bool
     resource_root: bool  # `resourceType` is allowed
 
 
@@ -135,6 +161,8 @@ class ShapeChecker:
     def __init__(self, defs: CoreDefinitions) -> None:
         self._defs = defs
         self._plans: dict[tuple[str, bool], _Plan] = {}
+        #: The same plans for resource_root False, by definition path alone (the hot lookup).
+        self._element_plans: dict[str, _Plan] = {}
 
     def is_accepted_type(self, resource_type: str) -> bool:
         return self._defs.is_resource(resource_type) and resource_type not in REFUSED_R4_TYPES
@@ -182,6 +210,7 @@ class ShapeChecker:
                 child.def_path,
                 child.type_code == "Resource",
                 choice,
+                _fast_check(type_code) if child.is_primitive else None,
             )
             slots[key] = slot
             # a resource's own id is a plain string: no `_id` with an id or extensions
@@ -193,8 +222,10 @@ class ShapeChecker:
             keys = [k for k, c in children.items() if c.element is el]
             keys += ["_" + k for k in keys if children[k].is_primitive]
             required.append((name, frozenset(keys)))
-        plan = _Plan(slots, tuple(required), any(s.choice for s in slots.values()), resource_root)
+        plan = _Plan(slots, tuple(required), resource_root)
         self._plans[(def_path, resource_root)] = plan
+        if not resource_root:
+            self._element_plans[def_path] = plan
         return plan
 
     def _resource(self, node: JsonObject, path: str, out: list[Issue]) -> None:
@@ -217,20 +248,19 @@ class ShapeChecker:
 
     def _node(self, node: JsonObject, plan: _Plan, path: str, out: list[Issue]) -> None:
         slots = plan.slots
-        choices: dict[str, list[str]] | None = None
+        #: (choice, property) of each choice property, in order: two or more are then compared
+        chosen: list[tuple[str, str]] | None = None
         for key, value in node.items():
             slot = slots.get(key)
             if slot is None:
                 if not (plan.resource_root and key == "resourceType"):
                     out.append(Issue("error", "structure", "Unknown element", f"{path}.{key}"))
                 continue
-            if slot.choice is not None and plan.has_choices:
-                if choices is None:
-                    choices = {}
-                variant = key.removeprefix("_")
-                seen = choices.setdefault(slot.choice, [])
-                if variant not in seen:
-                    seen.append(variant)
+            if slot.choice is not None:
+                if chosen is None:
+                    chosen = [(slot.choice, key)]
+                else:
+                    chosen.append((slot.choice, key))
             if value is None:
                 continue  # a null property is the walk's (422)
             if key[0] == "_":
@@ -245,11 +275,11 @@ class ShapeChecker:
                             f"{path}.{key}",
                         )
                     )
-                elif slot.primitive:
-                    type_code = slot.type_code
+                elif slot.check is not None:
+                    check = slot.check
                     for i, item in enumerate(value):
                         if item is not None:  # a null pairs with an item of `_name`
-                            problem = primitive_shape_problem(type_code, item)
+                            problem = check(item)
                             if problem is not None:
                                 out.append(
                                     Issue(
@@ -259,9 +289,18 @@ class ShapeChecker:
                                         f"{path}.{key}[{i}]",
                                     )
                                 )
-                else:
+                elif slot.resource:
                     for i, item in enumerate(value):
                         self._complex(slot, item, f"{path}.{key}[{i}]", out)
+                else:
+                    child = self._element_plans.get(slot.def_path) or self._plan(
+                        slot.def_path, False
+                    )
+                    for i, item in enumerate(value):
+                        if isinstance(item, dict):
+                            self._node(item, child, f"{path}.{key}[{i}]", out)
+                        else:
+                            self._complex(slot, item, f"{path}.{key}[{i}]", out)
             elif slot.repeats:
                 out.append(
                     Issue(
@@ -271,13 +310,22 @@ class ShapeChecker:
                         f"{path}.{key}",
                     )
                 )
-            elif slot.primitive:
-                problem = primitive_shape_problem(slot.type_code, value)
+            elif slot.check is not None:
+                problem = slot.check(value)
                 if problem is not None:
                     out.append(Issue("error", "structure", f"The value {problem}", f"{path}.{key}"))
+            elif isinstance(value, dict) and not slot.resource:
+                child = self._element_plans.get(slot.def_path) or self._plan(slot.def_path, False)
+                self._node(value, child, f"{path}.{key}", out)
             else:
                 self._complex(slot, value, f"{path}.{key}", out)
-        if choices:
+        if chosen is not None and len(chosen) > 1:
+            choices: dict[str, list[str]] = {}
+            for name, key in chosen:
+                variant = key.removeprefix("_")
+                seen = choices.setdefault(name, [])
+                if variant not in seen:
+                    seen.append(variant)
             for name, variants in choices.items():
                 if len(variants) > 1:
                     out.append(
