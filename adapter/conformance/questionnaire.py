@@ -42,6 +42,26 @@ ANSWER_TYPES: Final[dict[str, tuple[str, ...]]] = {
     "quantity": ("valueQuantity",),
 }
 _NONE: Final[list[JsonValue]] = []  # shared and never mutated: "no such extension"
+_NO_ITEMS: Final[tuple[JsonValue, ...]] = ()  # shared: "no items", so its id() is stable
+#: The extensions `_limits` reads (with maxLength, the only things that make it report).
+_LIMIT_EXTENSIONS: Final = frozenset(
+    [
+        _EXT + name
+        for name in (
+            "minValue",
+            "maxValue",
+            "minLength",
+            "regex",
+            "maxDecimalPlaces",
+            "mimeType",
+            "maxSize",
+            "questionnaire-referenceResource",
+            "questionnaire-unitOption",
+            "questionnaire-unitValueSet",
+        )
+    ]
+    + [_SDC + "sdc-questionnaire-minQuantity", _SDC + "sdc-questionnaire-maxQuantity"]
+)
 _COMPARABLE: Final = ("valueInteger", "valueDecimal", "valueDate", "valueDateTime", "valueTime")
 
 
@@ -83,15 +103,73 @@ def _same_coding(a: JsonValue, b: JsonValue) -> bool:
 
 
 class QuestionnaireIndex:
-    """What the checker derives from a Questionnaire's items (extensions by url, answerOption
-    values), keyed by id(item). One per call, or kept with a Questionnaire that lives as long as
-    the process and is never changed (profiles/questionnaires/), so it is derived once."""
+    """What the checker derives from a Questionnaire's items (extensions by url, an `_ItemPlan`)
+    keyed by id(item), and each item list's linkIds and required items keyed by id(list). One per
+    call, or kept with a Questionnaire that lives as long as the process and is never changed
+    (profiles/questionnaires/), so it is derived once."""
 
-    __slots__ = ("extensions", "options")
+    __slots__ = ("extensions", "links", "plans")
 
     def __init__(self) -> None:
         self.extensions: dict[int, dict[str, list[JsonValue]]] = {}
-        self.options: dict[int, list[JsonValue] | None] = {}
+        self.plans: dict[int, _ItemPlan] = {}
+        self.links: dict[int, _Links] = {}
+
+
+#: An item list's {linkId: (position, item)} and its required items as (linkId, item).
+_Links = tuple[dict[str, tuple[int, JsonObject]], tuple[tuple[str, JsonObject], ...]]
+
+
+class _ItemPlan:
+    """What `_item` and `_answer` read of one Questionnaire item, as they would read it."""
+
+    __slots__ = (
+        "allowed",
+        "conditional",
+        "limited",
+        "max_occurs",
+        "min_occurs",
+        "open_choice",
+        "options",
+        "repeats",
+        "required",
+        "type",
+    )
+
+    def __init__(
+        self,
+        q: JsonObject,
+        min_occurs: list[JsonValue],
+        max_occurs: list[JsonValue],
+        options: _Options | None,
+        limited: bool,
+    ) -> None:
+        self.type = q.get("type")
+        self.allowed = ANSWER_TYPES.get(str(self.type))
+        self.open_choice = self.type == "open-choice"
+        self.required = bool(q.get("required"))
+        self.repeats = bool(q.get("repeats"))
+        self.conditional = bool(q.get("enableWhen"))  # otherwise `_enabled` is True
+        self.min_occurs = min_occurs
+        self.max_occurs = max_occurs
+        self.options = options
+        self.limited = limited  # whether `_limits` can report anything
+
+
+class _Options:
+    """The values of an item's answerOptions, and the same as a set when all are hashable
+    (membership then answers as `==` over the list does: hashing agrees with equality)."""
+
+    __slots__ = ("as_set", "values")
+
+    def __init__(self, values: list[JsonValue]) -> None:
+        self.values = values
+        self.as_set: frozenset[JsonValue] | None = None
+        if not any(isinstance(v, (dict, list)) for v in values):
+            try:
+                self.as_set = frozenset(values)  # type: ignore[arg-type]  # no dict or list here
+            except TypeError:  # an unhashable value (none from JSON): the list answers alone
+                self.as_set = None
 
 
 class QuestionnaireChecker:
@@ -109,57 +187,86 @@ class QuestionnaireChecker:
         self.qr = response
         self.issues: list[Issue] = []
         self.in_progress = response.get("status") in ("in-progress", "stopped", "entered-in-error")
-        self._answers_by_link: dict[str, list[JsonObject]] = {}
-        self._index_answers(response.get("item") or [])
+        #: The response's answers by linkId, for enableWhen: built on the first condition.
+        self._answers_by_link: dict[str, list[JsonObject]] | None = None
         index = index if index is not None else QuestionnaireIndex()
         self._ext_index = index.extensions
-        self._options = index.options
+        self._plans = index.plans
+        self._links = index.links
 
     def _ext(self, q: JsonObject, name: str, base: str = _EXT) -> list[JsonValue]:
         """As module-level `_ext`, indexed once per Questionnaire item for this response."""
         if "extension" not in q:
             return _NONE
+        return self._ext_of(q).get(base + name, _NONE)
+
+    def _ext_of(self, q: JsonObject) -> dict[str, list[JsonValue]]:
         index = self._ext_index.get(id(q))
         if index is None:
             index = self._ext_index[id(q)] = _extension_index(q)
-        return index.get(base + name, _NONE)
+        return index
 
-    def _index_answers(self, items: Sequence[JsonValue]) -> None:
+    def _index_answers(self, items: Sequence[JsonValue], out: dict[str, list[JsonObject]]) -> None:
         for it in items:
             if not isinstance(it, dict):
                 continue
             link = it.get("linkId")
-            for a in it.get("answer") or []:
+            for a in it.get("answer") or _NO_ITEMS:
                 if isinstance(a, dict) and isinstance(link, str):
-                    self._answers_by_link.setdefault(link, []).append(a)
-                    self._index_answers(a.get("item") or [])
-            self._index_answers(it.get("item") or [])
+                    out.setdefault(link, []).append(a)
+                    if "item" in a:
+                        self._index_answers(a["item"] or _NO_ITEMS, out)
+            if "item" in it:
+                self._index_answers(it["item"] or _NO_ITEMS, out)
 
-    def _option_values(self, q: JsonObject) -> list[JsonValue] | None:
-        """The values of the item's answerOptions (None: no options), once per item."""
-        key = id(q)
-        if key in self._options:
-            return self._options[key]
-        options = [o for o in q.get("answerOption") or [] if isinstance(o, dict)]
-        values = (
-            [v for o in options for k, v in o.items() if k.startswith("value")] if options else None
+    def _plan(self, q: JsonObject) -> _ItemPlan:
+        """The item's plan, derived on its first answer."""
+        plan = self._plans.get(id(q))
+        if plan is not None:
+            return plan
+        option_items = [o for o in q.get("answerOption") or [] if isinstance(o, dict)]
+        options = (
+            _Options([v for o in option_items for k, v in o.items() if k.startswith("value")])
+            if option_items and "answerOption" in q
+            else None
         )
-        self._options[key] = values
-        return values
+        limited = "maxLength" in q or (
+            "extension" in q and not _LIMIT_EXTENSIONS.isdisjoint(self._ext_of(q))
+        )
+        plan = _ItemPlan(
+            q,
+            self._ext(q, "questionnaire-minOccurs"),
+            self._ext(q, "questionnaire-maxOccurs"),
+            options,
+            limited,
+        )
+        self._plans[id(q)] = plan
+        return plan
 
     def run(self) -> list[Issue]:
-        self._items(self.q.get("item") or [], self.qr.get("item") or [], "QuestionnaireResponse")
+        self._items(
+            self.q.get("item") or _NO_ITEMS, self.qr.get("item") or [], "QuestionnaireResponse"
+        )
         return self.issues
 
     def _error(self, code: str, text: str, expression: str) -> None:
         self.issues.append(Issue("error", code, text, expression))  # type: ignore[arg-type]  # codes below are IssueCode literals
 
     def _items(self, q_items: Sequence[JsonValue], r_items: Sequence[JsonValue], path: str) -> None:
-        q_by_link = {
-            q["linkId"]: (i, q)
-            for i, q in enumerate(q_items)
-            if isinstance(q, dict) and isinstance(q.get("linkId"), str)
-        }
+        """`q_items` is a list of the Questionnaire (or `_NO_ITEMS`), never a temporary: its
+        linkIds are indexed by id()."""
+        links = self._links.get(id(q_items))
+        if links is None:
+            linked = [
+                (i, q)
+                for i, q in enumerate(q_items)
+                if isinstance(q, dict) and isinstance(q.get("linkId"), str)
+            ]
+            links = self._links[id(q_items)] = (
+                {q["linkId"]: (i, q) for i, q in linked},
+                tuple((q["linkId"], q) for _, q in linked if q.get("required")),
+            )
+        q_by_link, required = links
         last_index = -1
         seen: dict[str, int] = {}
         for i, r in enumerate(r_items):
@@ -175,25 +282,20 @@ class QuestionnaireChecker:
             if index < last_index:
                 self._error("structure", "Structural Error: items are out of order", rpath)
             last_index = index
-            seen[q["linkId"]] = seen.get(q["linkId"], 0) + 1
-            if seen[q["linkId"]] > 1 and not q.get("repeats"):
+            count = seen[link] = seen.get(link, 0) + 1
+            if count > 1 and not q.get("repeats"):
                 self._error("structure", "Only one response item with this linkId allowed", rpath)
             self._item(q, r, rpath)
-        for q in q_items:
-            if not isinstance(q, dict) or not isinstance(q.get("linkId"), str):
-                continue
-            if (
-                q["linkId"] not in seen
-                and q.get("required")
-                and self._enabled(q)
-                and not (self.in_progress)
-            ):
+        for link, q in required:
+            if link not in seen and self._enabled(q) and not self.in_progress:
                 self._error(
-                    "required", f"No response answer found for required item '{q['linkId']}'", path
+                    "required", f"No response answer found for required item '{link}'", path
                 )
 
     def _enabled(self, q: JsonObject) -> bool:
-        conditions = [c for c in q.get("enableWhen") or [] if isinstance(c, dict)]
+        if not q.get("enableWhen"):
+            return True
+        conditions = [c for c in q["enableWhen"] if isinstance(c, dict)]
         if not conditions:
             return True
         results = [self._condition(c) for c in conditions]
@@ -202,6 +304,9 @@ class QuestionnaireChecker:
         return all(results)
 
     def _condition(self, cond: JsonObject) -> bool:
+        if self._answers_by_link is None:
+            self._answers_by_link = {}
+            self._index_answers(self.qr.get("item") or _NO_ITEMS, self._answers_by_link)
         answers = self._answers_by_link.get(str(cond.get("question")), [])
         op = cond.get("operator")
         expected = next((v for k, v in cond.items() if k.startswith("answer")), None)
@@ -228,10 +333,11 @@ class QuestionnaireChecker:
         return False
 
     def _item(self, q: JsonObject, r: JsonObject, path: str) -> None:
-        qtype = q.get("type")
-        answers = [a for a in r.get("answer") or [] if isinstance(a, dict)]
+        plan = self._plan(q)
+        qtype = plan.type
+        answers = [a for a in r.get("answer") or _NO_ITEMS if isinstance(a, dict)]
         link = q["linkId"]
-        if answers and not self._enabled(q):
+        if answers and plan.conditional and not self._enabled(q):
             self._error("structure", f"Item '{link}' has answers although it is not enabled", path)
         if qtype == "question" and answers:
             self._error("structure", "Items of type question should not have answers", path)
@@ -244,27 +350,27 @@ class QuestionnaireChecker:
                 self._error("structure", "Items of type 'group' cannot have answers", path)
             if q.get("required") and not r.get("item") and not self.in_progress:
                 self._error("required", "No sub-items found for required group", path)
-            self._items(q.get("item") or [], r.get("item") or [], path)
+            self._items(q.get("item") or _NO_ITEMS, r.get("item") or [], path)
             return
-        if r.get("item") and q.get("item") is not None and qtype not in ("group",):
+        if "item" in r and r["item"] and q.get("item") is not None and qtype != "group":
             self._error("structure", "Items of type question should not have answers", path)
-        if len(answers) > 1 and not q.get("repeats"):
+        if len(answers) > 1 and not plan.repeats:
             self._error("structure", "Only one response answer item with this linkId allowed", path)
-        if q.get("required") and not answers and not self.in_progress:
+        if plan.required and not answers and not self.in_progress:
             self._error("required", f"No response answer found for required item '{link}'", path)
         if not self.in_progress:
-            for lim in self._ext(q, "questionnaire-minOccurs"):
+            for lim in plan.min_occurs:
                 if isinstance(lim, int) and len(answers) < lim:
                     self._error("structure", f"The minimum number of answers is {lim}", path)
-            for lim in self._ext(q, "questionnaire-maxOccurs"):
+            for lim in plan.max_occurs:
                 if isinstance(lim, int) and len(answers) > lim:
                     self._error("structure", f"The maximum number of answers is {lim}", path)
         if len(answers) > 1:
             self._exclusive(q, answers, path)
         for j, a in enumerate(answers):
-            self._answer(q, a, f"{path}.answer[{j}]")
+            self._answer(q, plan, a, f"{path}.answer[{j}]")
             if a.get("item"):
-                self._items(q.get("item") or [], a["item"], f"{path}.answer[{j}]")
+                self._items(q.get("item") or _NO_ITEMS, a["item"], f"{path}.answer[{j}]")
 
     def _exclusive(self, q: JsonObject, answers: list[JsonObject], path: str) -> None:
         """questionnaire-optionExclusive: such an option cannot be selected with any other."""
@@ -287,30 +393,31 @@ class QuestionnaireChecker:
                     f"{path}.answer[{j}]",
                 )
 
-    def _answer(self, q: JsonObject, a: JsonObject, path: str) -> None:
+    def _answer(self, q: JsonObject, plan: _ItemPlan, a: JsonObject, path: str) -> None:
         got = _answer_value(a)
         if got is None:
             return
         key, value = got
-        allowed = ANSWER_TYPES.get(str(q.get("type")))
+        allowed = plan.allowed
         if allowed is not None and key not in allowed:
             self._error(
                 "structure", f"Answer value must be of type {allowed[0][5:]} not {key[5:]}", path
             )
             return
-        option_values = self._option_values(q) if "answerOption" in q else None
-        if option_values is not None and not (
-            q.get("type") == "open-choice" and key == "valueString"
-        ):
-            ok = any(
-                _same_coding(value, o) if key == "valueCoding" else value == o
-                for o in option_values
-            )
+        options = plan.options
+        if options is not None and not (plan.open_choice and key == "valueString"):
+            if key == "valueCoding":
+                ok = any(_same_coding(value, o) for o in options.values)
+            elif options.as_set is not None and not isinstance(value, (dict, list)):
+                ok = value in options.as_set
+            else:
+                ok = any(value == o for o in options.values)
             if not ok:
                 self._error(
                     "code-invalid", "The answer is not in the set of permitted values", path
                 )
-        self._limits(q, key, value, path)
+        if plan.limited:
+            self._limits(q, key, value, path)
 
     def _limits(self, q: JsonObject, key: str, value: JsonValue, path: str) -> None:
         if key in _COMPARABLE:
