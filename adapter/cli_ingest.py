@@ -28,10 +28,13 @@ console = Console(stderr=True)
 
 
 def _inbound(settings: Settings) -> tuple[Inbound, object]:
+    from adapter.runtime import settle_heap
     from adapter.wiring import build_services
 
     services = build_services(settings)
-    return Inbound(services.pipeline, load_registry(settings.mappings_dir)), services
+    inbound = Inbound(services.pipeline, load_registry(settings.mappings_dir))
+    settle_heap()  # a long ingest or listener: freeze the start-up heap (adapter/runtime.py)
+    return inbound, services
 
 
 def _records(path: Path, kind: str) -> list[SourceRecord]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from adapter.fhir.identifiers import nhs_number_with_check_digit
 from adapter.mapping.inbound import Inbound
 from adapter.mapping.loader import load_registry
+from adapter.runtime import settle_heap
 from adapter.settings import Settings
 from adapter.sources import read_extract
 from adapter.wiring import build_services
@@ -43,6 +44,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     services = build_services(Settings(database_url=f"sqlite:///{tmp}/bench.sqlite3"))
     inbound = Inbound(services.pipeline, load_registry(ROOT / "mappings"))
+    settle_heap()  # as `adapter ingest`, `adapter mllp` and `adapter serve` do after start-up
 
     csv_fixture = (
         (ROOT / "fixtures/mappings/csv-dialog/complete/input.csv").read_text().splitlines()

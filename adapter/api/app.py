@@ -24,6 +24,7 @@ from adapter.api.routers import (
 )
 from adapter.api.routers import smart as smart_routes
 from adapter.clock import Clock
+from adapter.runtime import settle_heap
 from adapter.settings import Settings
 from adapter.wiring import Services, build_services
 
@@ -54,6 +55,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "services", None) is None:
             app.state.services = build_services(settings, clock=clock)
+        settle_heap()  # once per process: freeze the start-up heap (adapter/runtime.py)
         if not settings.auth_required:
             log.warning(
                 "SMART authorisation is OFF (ADAPTER_AUTH_REQUIRED=false): development only"
