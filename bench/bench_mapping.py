@@ -112,7 +112,7 @@ def main() -> None:
     start = time.perf_counter()
     for message in messages:
         t0 = time.perf_counter()
-        outcome, ack = inbound.handle_v2(message)
+        _, ack = inbound.handle_v2(message)
         latencies.append((time.perf_counter() - t0) * 1000)
         assert "MSA|AA" in ack, ack
     report(
