@@ -22,19 +22,29 @@ FHIR_TYPES: Final = (  # noqa: SIM905  (a word list reads better than 50 quoted 
 _FHIR_TYPE_SET: Final = frozenset(FHIR_TYPES)
 
 
-def _member_of(name: str) -> FastFn:
-    """`name` of every item: the compiled form of `_member`, with the `_name` shadow key built once.
-    A plain value under `name` with no shadow is the common case and costs one lookup."""
+def _member_of(name: str, base: FastFn | None = None) -> FastFn:
+    """`name` of every item (of `base(items)` when a base is given): the compiled form of
+    `_member`, with the `_name` shadow key built once. A plain value under `name` with no shadow is
+    the common case and costs one lookup; a choice type (`value` -> `valueInteger`, met on nearly
+    every read of `value`) is looked for in the loop itself
+    (the item's few keys are scanned, not the type list), without a call per item."""
     shadow = "_" + name
+    size = len(name)
+    types = _FHIR_TYPE_SET
 
     def member(items: list[Any]) -> list[Any]:
         out: list[Any] = []
-        for item in items:
+        for item in base(items) if base is not None else items:
             if not isinstance(item, dict):
                 continue
             value = item.get(name)
             if value is None:
-                value = _choice(item, name)
+                for key in item:
+                    if key.startswith(name) and key[size:] in types:
+                        if "_" + key in item:
+                            raise Fallback(key)
+                        value = item[key]
+                        break
                 if value is None:
                     if shadow in item:
                         raise Fallback(name)
@@ -54,19 +64,7 @@ def _member_of(name: str) -> FastFn:
 
 
 def _then_member(base: FastFn, name: str) -> FastFn:
-    member = _member_of(name)
-    return lambda items: member(base(items))
-
-
-def _choice(item: dict[str, Any], name: str) -> Any:
-    """`value` -> the `valueCoding` (etc.) key, scanning the item's few keys, not the type list."""
-    size = len(name)
-    for key in item:
-        if key.startswith(name) and key[size:] in _FHIR_TYPE_SET:
-            if "_" + key in item:
-                raise Fallback(key)
-            return item[key]
-    return None
+    return _member_of(name, base)
 
 
 def _root_member(name: str) -> FastFn:
