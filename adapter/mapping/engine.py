@@ -316,9 +316,10 @@ class _Run:
         rank = _rank(values)
         unranked = len(rank)
         key_of = getter(key_path)
-        moved = sorted(
-            range(len(items)), key=lambda i: (rank.get(str(key_of(items[i])), unranked), i)
-        )
+        ranks = [rank.get(str(key_of(item)), unranked) for item in items]
+        moved = sorted(range(len(items)), key=ranks.__getitem__)  # stable: ties keep their order
+        if all(new == old for new, old in enumerate(moved)):
+            return  # already in order: no item moves, so no trace path changes
         items[:] = [items[i] for i in moved]
         new_index = {old: new for new, old in enumerate(moved)}
         prefix = f"{list_path}["

@@ -89,6 +89,16 @@ def setter(path: str) -> Setter:
 
             return Setter(put_name, may_pad)
 
+        if len(head) == 1 and last_index is None:
+            ((head_name, head_index),) = head
+
+            def put_one_down(target: Any, value: Any) -> str:
+                """`code.text`, `answer[0].valueInteger`: one container, then the leaf."""
+                _walk_fixed(target, head_name, head_index)[last_name] = value
+                return fixed
+
+            return Setter(put_one_down, may_pad)
+
         def put_fixed(target: Any, value: Any) -> str:
             node = target
             for name, index in head:
@@ -158,6 +168,21 @@ def getter(path: str) -> Callable[[Any], Any]:
     if len(segments) == 1 and segments[0][1] is None:
         name = segments[0][0]
         return lambda node: node.get(name) if isinstance(node, dict) else None
+    if len(segments) == 2 and segments[0][1] is not None and segments[1][1] is None:
+        (list_name, _), (leaf_name, _) = segments
+        index: int = segments[0][1]
+
+        def get_item_leaf(node: Any) -> Any:
+            """`answer[0].valueInteger`, the shape an aggregate reads from every item."""
+            if not isinstance(node, dict):
+                return None
+            items = node.get(list_name)
+            if not isinstance(items, list) or index >= len(items):
+                return None
+            item = items[index]
+            return item.get(leaf_name) if isinstance(item, dict) else None
+
+        return get_item_leaf
     return lambda node: _get_walk(node, segments)
 
 

@@ -110,3 +110,24 @@ def test_prune_empty_drops_only_empty_values_and_copies_every_container():
     assert pruned == {"c": {"keep": [0, False, 0.0, "x"]}}
     assert pruned["c"] is not const
     assert const["keep"] == [0, False, 0.0, "x", {}]  # the input is left as it was
+
+
+def test_compiled_paths_read_and_write_as_the_general_walk_does():
+    target: dict[str, Any] = {}
+    assert set_path(target, "code.text", "t") == "code.text"
+    assert set_path(target, "answer[1].valueInteger", 3) == "answer[1].valueInteger"
+    assert set_path(target, "item[+]", {"linkId": "a"}) == "item[0]"
+    assert target == {
+        "code": {"text": "t"},
+        "answer": [{}, {"valueInteger": 3}],
+        "item": [{"linkId": "a"}],
+    }
+    assert get_path(target, "answer[1].valueInteger") == 3
+    assert get_path(target, "answer[0].valueInteger") is None
+    assert get_path(target, "answer[2].valueInteger") is None
+    assert get_path(target, "code[0].text") is None  # a dict where a list should be
+    assert get_path({"answer": ["x"]}, "answer[0].valueInteger") is None  # an item not a dict
+    assert get_path({"answer": [None]}, "answer[0].valueInteger") is None
+    assert get_path(["not", "a", "dict"], "answer[0].valueInteger") is None
+    assert get_path({"item": "x"}, "item") == "x"
+    assert get_path("x", "item") is None
