@@ -86,6 +86,8 @@ def test_connections_are_configured_per_backend(database):
         else:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() > 0
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA temp_store").scalar_one() == 2  # MEMORY
 
 
 def test_a_database_on_both_branch_heads_upgrades_to_the_merge(empty_database):
