@@ -64,8 +64,8 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.execute("PRAGMA foreign_keys = ON")
         # Savepoint and statement journals in memory, not temporary files: each bulk unit is a
-        # savepoint and each index write a multi-row statement (12% of a bulk write's store time;
-        # bench/bench_store.py). They hold one unit's or one statement's changed pages; a sort
+        # savepoint and each index write a multi-row statement (12% of the store time of 100-unit
+        # batches of DIALOG units). They hold one unit's or one statement's changed pages; a sort
         # too big for the cache would also stay in memory, and searches are paged (`_count`).
         cursor.execute("PRAGMA temp_store = MEMORY")
     finally:
