@@ -50,11 +50,45 @@ def _predicate(node: dict[str, Any]) -> Predicate | None:
     if kind == "InvocationExpression":
         return _call_predicate(node)
     if kind in ("AndExpression", "OrExpression"):
+        if _op(node) == "and":
+            between = _this_between(node)
+            if between is not None:
+                return between
         left, right = (_predicate(c) for c in node["children"])
         if left is None or right is None:
             return None
         return _both(left, right) if _op(node) == "and" else _either(left, right)
     return None
+
+
+def _this_order(node: dict[str, Any]) -> tuple[Callable[[Any, Any], bool], int] | None:
+    """(order, bound) for `$this < 7` (any order operator, an integer bound), else None."""
+    if node["type"] != "InequalityExpression" or _op(node) not in _OPS_CMP:
+        return None
+    left_node, right_node = node["children"]
+    if not _is_this(left_node):
+        return None
+    try:
+        bound = _literal_value(right_node)
+    except Unsupported:
+        return None
+    return (_ORDER[_op(node)], bound) if type(bound) is int else None
+
+
+def _this_between(node: dict[str, Any]) -> Predicate | None:
+    """`$this >= 1 and $this <= 7` (a DIALOG rating) in one call per item: None unless the item
+    is an integer, as each part answers; then the parts in order, as `_both` joins them."""
+    low, high = (_this_order(c) for c in node["children"])
+    if low is None or high is None:
+        return None
+    (first, first_bound), (second, second_bound) = low, high
+
+    def between(item: Any) -> bool | None:
+        if type(item) is int:
+            return first(item, first_bound) and second(item, second_bound)
+        return None
+
+    return between
 
 
 def _equals_shape(node: dict[str, Any]) -> tuple[str, str, bool] | None:

@@ -42,8 +42,14 @@ _ITEMS: list[Any] = [
     {},
     "dialog-1",
     0,
+    1,
+    4,
     7,
+    8,
+    -3,
+    2.5,
     True,
+    False,
 ]
 
 
@@ -62,6 +68,9 @@ _ITEMS: list[Any] = [
         "valueInteger.exists()",
         "answer.exists()",
         "value.exists()",
+        "$this >= 1 and $this <= 7",
+        "$this > 1 and $this < 7",
+        "$this >= 1 and answer.count() <= 1",
     ],
 )
 def test_item_predicate_agrees_with_the_general_criterion(criterion: str) -> None:
