@@ -59,6 +59,7 @@ GUARDED_BY: Final[dict[str, str]] = {
     "dom-3": "contained",
     "dom-4": "contained",
     "dom-5": "contained",
+    "obs-7": "component",  # its native reads node.get("component") only
 }
 
 

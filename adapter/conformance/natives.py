@@ -30,6 +30,13 @@ def _has(node: JsonObject, name: str) -> bool:
     return False
 
 
+def has_matches(key: str, name: str) -> bool:
+    """Whether property `key` alone makes `_has(node, name)` true."""
+    return key in (name, "_" + name) or (
+        key.startswith(name) and key[len(name) : len(name) + 1].isupper()
+    )
+
+
 def _strings(node: JsonValue) -> Iterator[str]:
     if isinstance(node, str):
         yield node
@@ -188,6 +195,20 @@ def _inv_1(node: JsonObject, _resource: JsonObject, _root: JsonObject) -> bool:
     part, value, res = _has(node, "part"), _has(node, "value"), _has(node, "resource")
     return (part and not value and not res) or (not part and (value != res))
 
+
+#: Natives that pass on any node where `_has(node, name)` is false: the walk skips them there.
+#: Checked in tests/unit/conformance/test_native_guards.py.
+HAS_GUARD: Final[dict[str, str]] = {
+    "qrs-1": "item",
+    "obs-6": "dataAbsentReason",
+    "att-1": "data",
+    "qty-3": "code",
+    "cpt-2": "value",
+    "que-4": "answerOption",
+    "prr-1": "orderDetail",
+    "cpl-3": "detail",
+    "con-4": "abatement",
+}
 
 NATIVES: Final[dict[str, Native]] = {
     "con-4": lambda n, _r, _o: (

@@ -22,7 +22,8 @@ from adapter.conformance.bundles import attachment_problem
 from adapter.conformance.definitions import Child, CoreDefinitions, ElementDef
 from adapter.conformance.extensions import UnknownExtensionPolicy, context_names, extension_issues
 from adapter.conformance.identifiers import one_identifier_issues
-from adapter.conformance.invariants import Invariant, InvariantRunner, compiled
+from adapter.conformance.invariants import GUARDED_BY, Invariant, InvariantRunner, compiled
+from adapter.conformance.natives import HAS_GUARD, has_matches
 from adapter.conformance.primitives import PrimitiveCheck, primitive_checker
 from adapter.conformance.terminology import KnownArtefacts, coding_problem, core_artefacts
 from adapter.conformance.valuesets import compose_issues
@@ -58,6 +59,11 @@ class WalkResult:
     security_checks: bool = False
     #: The reference validator's `examples: false`: example URLs (example.org, …) are errors.
     no_example_urls: bool = False
+    #: Any of the three text options above is on (worked out once, read at every primitive).
+    text_checks: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.text_checks = self.no_html_in_markdown or self.security_checks or self.no_example_urls
 
 
 #: An HTML-looking tag: `<name` followed by a space, `/` or `>` (markdown autolinks `<http:...>`
@@ -122,6 +128,11 @@ _KINDS: Final = {
 }
 
 
+#: An element's invariants, each with the properties without all of which it passes (None: it
+#: may fail on any node), and whether that holds only for a node with no unknown property.
+_Checks = tuple[tuple[Invariant, frozenset[str] | None, bool], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class _Prop:
     """One JSON property at a definition path, with what the walk does for it worked out once."""
@@ -137,7 +148,11 @@ class _Prop:
     coded_binding: bool
     kind: int
     #: The element's own invariants, when they are not those of the type walked into.
-    invariants: tuple[Invariant, ...]
+    invariants: _Checks
+    #: The definition path walked into (`child.def_path`).
+    def_path: str
+    #: A complex element of no kind with its own checks: the walk goes straight into it.
+    direct: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,30 +163,53 @@ class _Plan:
     has_url: bool
     is_extension: bool
     is_compose: bool
-    #: (name, choice stem or None, min, expression suffix) of each required child.
-    required: tuple[tuple[str, str | None, int, str], ...]
-    invariants: tuple[Invariant, ...]
+    #: `is_extension or is_compose`: one test on the common path.
+    special: bool
+    #: Every property a node may have here (`_name` of primitives and `resourceType` included).
+    known: frozenset[str]
+    #: (name, choice stem or None, min, expression suffix, `_name`) of each required child.
+    required: tuple[tuple[str, str | None, int, str, str], ...]
+    invariants: _Checks
 
 
-def _compiled_all(keys: tuple[str, ...]) -> tuple[Invariant, ...]:
-    return tuple(inv for inv in map(compiled, keys) if inv is not None)
+def _compiled_all(keys: tuple[str, ...], known: frozenset[str] = frozenset()) -> _Checks:
+    """`known`: the properties a node of this path may have. A native in HAS_GUARD passes when
+    `_has(node, name)` is false, which on a node of known properties only is: none of those
+    `known` that `_has` matches is present. GUARDED_BY names a property read directly."""
+    out: list[tuple[Invariant, frozenset[str] | None, bool]] = []
+    for inv in map(compiled, keys):
+        if inv is None:
+            continue
+        guard = GUARDED_BY.get(inv.key)
+        has_guard = HAS_GUARD.get(inv.key) if inv.native is not None and known else None
+        if guard is not None:
+            out.append((inv, frozenset({guard}), False))
+        elif has_guard is not None:
+            out.append((inv, frozenset(k for k in known if has_matches(k, has_guard)), True))
+        else:
+            out.append((inv, None, False))
+    return tuple(out)
 
 
 def _prop(child: Child, def_path: str) -> _Prop:
     el = child.element
     primitive = child.is_primitive
+    kind = _KINDS.get(child.type_code, _OTHER)
+    invariants = (
+        _compiled_all(el.constraints)
+        if not primitive and el.constraints and child.def_path != el.path
+        else ()
+    )
     return _Prop(
         child=child,
         element_path=f"{def_path}.{child.name}",
         check=primitive_checker(child.type_code) if primitive else None,
         plain=primitive and not el.binding and child.type_code != "xhtml",
         coded_binding=bool(el.binding) and child.type_code in _CODED,
-        kind=_KINDS.get(child.type_code, _OTHER),
-        invariants=(
-            _compiled_all(el.constraints)
-            if not primitive and el.constraints and child.def_path != el.path
-            else ()
-        ),
+        kind=kind,
+        invariants=invariants,
+        def_path=child.def_path,
+        direct=not primitive and kind == _OTHER and not invariants,
     )
 
 
@@ -205,16 +243,22 @@ class InstanceWalker:
         for req in defs.required_children(def_path):
             name = req.path.rsplit(".", 1)[-1]
             stem = name[:-3] if name.endswith("[x]") else None
-            required.append((name, stem, req.min, name.removesuffix("[x]")))
+            required.append((name, stem, req.min, name.removesuffix("[x]"), f"_{name}"))
         own = defs.elements.get(def_path)
+        is_extension = def_path == "Extension" or def_path.endswith(".extension")
+        known = frozenset(
+            [*props, *(f"_{k}" for k, c in children.items() if c.is_primitive), "resourceType"]
+        )
         plan = _Plan(
             props=props,
             root_props=root_props,
             has_url="url" in children,
-            is_extension=def_path == "Extension" or def_path.endswith(".extension"),
+            is_extension=is_extension,
             is_compose=def_path in _COMPOSE,
+            special=is_extension or def_path in _COMPOSE,
             required=tuple(required),
-            invariants=_compiled_all(own.constraints) if own is not None else (),
+            invariants=_compiled_all(own.constraints, known) if own is not None else (),
+            known=known,
         )
         self._plans[def_path] = plan
         return plan
@@ -232,7 +276,7 @@ class InstanceWalker:
             resource,
             root if root is not None else resource,
             out,
-            is_resource_root=True,
+            True,
         )
 
     def _walk(
@@ -243,11 +287,11 @@ class InstanceWalker:
         resource: JsonObject,
         root: JsonObject,
         out: WalkResult,
-        *,
         is_resource_root: bool = False,
         element_path: str | None = None,
     ) -> None:
-        if not is_resource_root and _ele1_empty(node):
+        """Called with positional arguments: this runs at every complex node of every resource."""
+        if not is_resource_root and len(node) < 3 and _ele1_empty(node):
             out.issues.append(
                 Issue(
                     "error",
@@ -267,24 +311,16 @@ class InstanceWalker:
                 is_resource_root and plan.has_url,
             )
             issues += extension_issues(node, names, path, out.known, out.unknown_extensions)
-        if plan.is_compose:
-            issues += compose_issues(node, path, out.known)
-        if plan.is_extension:
-            has_value = any(k.startswith("value") for k in node)
-            if ("extension" in node) == has_value:
-                issues.append(
-                    Issue(
-                        "error",
-                        "invariant",
-                        "ext-1: Must have either extensions or value[x], not both",
-                        path,
-                    )
-                )
+        if plan.special:
+            self._special(node, plan, path, out)
         props = plan.root_props if is_resource_root else plan.props
-        text_checks = out.no_html_in_markdown or out.security_checks or out.no_example_urls
+        text_checks = out.text_checks
+        unknown = False  # a property the plan does not know (HAS_GUARD does not hold then)
         for key, value in node.items():
             prop = props.get(key)
             if prop is None:
+                if key not in plan.known:
+                    unknown = True
                 if key.startswith("_"):
                     self._underscore(key, value, node, plan.props, path, resource, root, out)
                 continue  # resourceType, or unknown (the structural check has reported it)
@@ -317,18 +353,33 @@ class InstanceWalker:
                             prop, item, f"{path}.{key}[{i}]", problem, text_checks, resource, out
                         )
                 continue
-            if as_list:
+            # null or the wrong JSON kind: reported by the structural check
+            if prop.direct:  # as `_item` would, without the call
+                child_path, element = prop.def_path, prop.element_path
+                if as_list:
+                    for i, item in enumerate(value):
+                        if isinstance(item, dict):
+                            self._walk(
+                                item, child_path, f"{path}.{key}[{i}]", resource, root, out,
+                                False, element,
+                            )  # fmt: skip
+                elif isinstance(value, dict):
+                    self._walk(
+                        value, child_path, f"{path}.{key}", resource, root, out, False, element
+                    )
+            elif as_list:
                 for i, item in enumerate(value):
-                    self._item(prop, item, f"{path}.{key}[{i}]", resource, root, out)
-            else:
+                    if isinstance(item, dict):
+                        self._item(prop, item, f"{path}.{key}[{i}]", resource, root, out)
+            elif isinstance(value, dict):
                 self._item(prop, value, f"{path}.{key}", resource, root, out)
-        for name, stem, minimum, suffix in plan.required:
+        for name, stem, minimum, suffix, underscored in plan.required:
             if stem is not None:
                 present = any(
                     k.lstrip("_").startswith(stem) and k.lstrip("_") in props for k in node
                 )
             else:
-                present = name in node or f"_{name}" in node
+                present = name in node or underscored in node
             if not present:
                 issues.append(
                     Issue(
@@ -339,7 +390,25 @@ class InstanceWalker:
                     )
                 )
         if plan.invariants:
-            self._invariants(plan.invariants, node, def_path, path, resource, root, out)
+            self._invariants(plan.invariants, node, def_path, path, resource, root, out, unknown)
+
+    @staticmethod
+    def _special(node: JsonObject, plan: _Plan, path: str, out: WalkResult) -> None:
+        """ValueSet.compose.include/exclude, and ext-1 on an extension."""
+        issues = out.issues
+        if plan.is_compose:
+            issues += compose_issues(node, path, out.known)
+        if plan.is_extension:
+            has_value = any(k.startswith("value") for k in node)
+            if ("extension" in node) == has_value:
+                issues.append(
+                    Issue(
+                        "error",
+                        "invariant",
+                        "ext-1: Must have either extensions or value[x], not both",
+                        path,
+                    )
+                )
 
     def _underscore(
         self,
@@ -390,16 +459,17 @@ class InstanceWalker:
     def _item(
         self,
         prop: _Prop,
-        item: JsonValue,
+        item: JsonObject,
         path: str,
         resource: JsonObject,
         root: JsonObject,
         out: WalkResult,
     ) -> None:
-        if not isinstance(item, dict):
-            return  # null or the wrong JSON kind: reported by the structural check
         child = prop.child
         kind = prop.kind
+        if kind == _OTHER and not prop.invariants:  # the common case: walk straight in
+            self._walk(item, child.def_path, path, resource, root, out, False, prop.element_path)
+            return
         if kind == _RESOURCE:
             # %rootResource is the container only for contained resources; a Bundle entry or a
             # Parameters resource is a root of its own.
@@ -423,8 +493,8 @@ class InstanceWalker:
             elif kind == _REFERENCE and isinstance(item.get("reference"), str):
                 out.references.append(FoundReference(path, item, el.targets, resource, root))
         if prop.invariants:
-            self._invariants(prop.invariants, item, child.def_path, path, resource, root, out)
-        self._walk(item, child.def_path, path, resource, root, out, element_path=prop.element_path)
+            self._invariants(prop.invariants, item, child.def_path, path, resource, root, out, True)
+        self._walk(item, child.def_path, path, resource, root, out, False, prop.element_path)
 
     @staticmethod
     def _primitive(
@@ -548,19 +618,28 @@ class InstanceWalker:
 
     def _invariants(
         self,
-        invariants: tuple[Invariant, ...],
+        invariants: _Checks,
         node: JsonObject,
         def_path: str,
         path: str,
         resource: JsonObject,
         root: JsonObject,
         out: WalkResult,
+        unknown: bool,
     ) -> None:
+        """Natives are called directly, and a guarded invariant whose properties are all absent
+        passes (as `InvariantRunner.passes` would answer, without the call). `unknown`: the node
+        has a property its plan does not know, or the walk did not look."""
         passes = self._runner.passes
-        for inv in invariants:
-            if not passes(inv, node, def_path, resource, root):
-                out.issues.append(
-                    Issue(
-                        "error", "invariant", f"Constraint failed: {inv.key}: '{inv.human}'", path
-                    )
-                )
+        for inv, guard, needs_known in invariants:
+            if guard is not None and guard.isdisjoint(node) and not (needs_known and unknown):
+                continue
+            native = inv.native
+            if native is not None:
+                if native(node, resource, root):
+                    continue
+            elif passes(inv, node, def_path, resource, root):
+                continue
+            out.issues.append(
+                Issue("error", "invariant", f"Constraint failed: {inv.key}: '{inv.human}'", path)
+            )
