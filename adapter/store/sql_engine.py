@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from adapter.errors import InputError
+from adapter.store.sql_driver import _driver_sql
 
 _SCHEMA_RE: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
@@ -74,7 +75,11 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
     is_write = bool(connection.get_execution_options().get(_WRITE_OPTION))
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if is_write else "BEGIN")
+    # On the driver: SQLAlchemy's execution path costs ~40 µs here, once per unit of work, which
+    # a v2 message (one unit each) pays every time. Errors are wrapped as SQLAlchemy's, as before.
+    _driver_sql(connection.dialect).execute(
+        connection, "BEGIN IMMEDIATE" if is_write else "BEGIN", ()
+    )
 
 
 def write_engine(engine: Engine) -> Engine:

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from adapter.clock import FixedClock
-from adapter.errors import Conflict, InputError, PreconditionFailed
+from adapter.errors import Conflict, InputError, PreconditionFailed, UpstreamUnavailable
 from adapter.store.migrate import upgrade
 from adapter.store.models import CURRENT_TABLE, INDEX_TABLE, VERSION_TABLE
 from adapter.store.repository import SearchParam, SearchQuery, current_or_none, find_one_or_none
@@ -357,3 +357,29 @@ def test_an_absent_read_gone_stale_under_a_concurrent_insert_still_updates(datab
         stored, created = uow.update(referral(note="ours"))
     assert (stored.version_id, created) == (2, False)
     assert version_count(repo) == 2
+
+
+def test_a_write_blocked_past_the_busy_timeout_is_a_503_lock_error(tmp_path, monkeypatch):
+    """SQLite: another process holds the write lock. `BEGIN IMMEDIATE` (issued on the driver)
+    waits out the busy timeout, the write is retried, then refused as 503 lock-error, never a
+    500 and never half-written."""
+    import sqlite3
+
+    import adapter.store.sql_engine as sql_engine
+
+    monkeypatch.setattr(sql_engine, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    url = f"sqlite:///{tmp_path / 'locked.sqlite3'}"
+    upgrade(url)
+    engine = build_engine(url)
+    blocker = sqlite3.connect(tmp_path / "locked.sqlite3", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(UpstreamUnavailable) as caught:
+            SqlRepository(engine).update(referral())
+        assert caught.value.status == 503
+        assert caught.value.issues[0].code == "lock-error"
+        blocker.execute("ROLLBACK")
+        assert SqlRepository(engine).update(referral())[0].version_id == 1
+    finally:
+        blocker.close()
+        engine.dispose()
