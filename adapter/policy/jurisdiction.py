@@ -12,9 +12,10 @@ An explicit `england` tag or fact wins over identifiers. Patient addresses are d
 the Measure follows the provider, not where the patient lives (002.md §6.21).
 
 The identifier walk visits every dict and list of the resource, and runs on every judged resource
-of every write (10 us for a DIALOG response of 22 items, a sixth of its policy time). Most
-resources carry no ODS identifier at all, so `_may_carry_ods_system` first asks one serialisation
-in C whether the ODS system URI occurs anywhere; only then does the walk decide.
+of every write (10 us for a DIALOG response of 22 items, a sixth of its policy time; 16 us for a
+discharge Composition). Most resources carry no Welsh ODS code at all, so `_may_carry_welsh_ods`
+first asks one serialisation in C whether the ODS system URI and a value starting `7A` both occur
+anywhere; only then does the walk decide.
 """
 
 from __future__ import annotations
@@ -49,28 +50,34 @@ def detect(resource: JsonObject, ctx: ValidationContext) -> Nation | None:
             return "wales" if code == "GB-WLS" else "england"
     if _has_wales_only_code(resource):
         return "wales"
-    if not _may_carry_ods_system(resource):
+    if not _may_carry_welsh_ods(resource):
         return None
     return "wales" if _has_welsh_ods(resource, 0) else None
 
 
 _ODS_SYSTEM_BYTES: Final = ODS_SYSTEM.encode("ascii")
+#: How a str `v` with `v.upper().startswith("7A")` begins in marshal's output (UTF-8): only "7"
+#: uppercases to "7", and only "a", "A" and U+1E9A (which uppercases to "A" + U+02BE) to a
+#: string starting "A"; test_jurisdiction_walk.py checks this against every code point.
+_WELSH_VALUE_STARTS: Final = tuple(f"7{c}".encode() for c in ("A", "a", "\u1e9a"))
 
 
-def _may_carry_ods_system(resource: JsonObject) -> bool:
-    """False only when no value anywhere in `resource` can equal the ODS system URI, so the walk
-    would find nothing (checked against the walk in tests/unit/policy/test_jurisdiction_walk.py).
+def _may_carry_welsh_ods(resource: JsonObject) -> bool:
+    """False only when the walk would find nothing: no value anywhere equals the ODS system URI,
+    or no value starts as a Welsh health board code does.
 
     `marshal` accepts exact built-in types only (a str or dict subclass, a Decimal, nesting past
     its depth limit: ValueError), so when it succeeds every value is a plain dict, list, str,
-    number, bool, None (or tuple, set, bytes). Of those only a str equals the URI, and marshal
-    writes an ASCII str's characters as they are the first time it meets it (later occurrences
-    refer back). Absent bytes therefore mean absent URI. Whatever marshal refuses goes to the walk.
+    number, bool, None (or tuple, set, bytes). Of those only a str equals the URI, and only a str
+    has a `str()` starting "7A" (digits, "e", "j", brackets or words otherwise). marshal writes a
+    str's characters as they are (UTF-8 when not ASCII) the first time it meets it; later
+    occurrences refer back. Whatever marshal refuses goes to the walk.
     """
     try:
-        return _ODS_SYSTEM_BYTES in marshal.dumps(resource)
+        data = marshal.dumps(resource)
     except ValueError:
         return True
+    return _ODS_SYSTEM_BYTES in data and any(start in data for start in _WELSH_VALUE_STARTS)
 
 
 def _has_wales_only_code(resource: JsonObject) -> bool:

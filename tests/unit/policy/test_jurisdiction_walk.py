@@ -1,6 +1,7 @@
 """The marshal precheck before the Welsh ODS walk never changes the answer.
 
-`jurisdiction.detect` skips the walk when the ODS system URI occurs nowhere in the resource. Deciding
+`jurisdiction.detect` skips the walk when the ODS system URI, or a value starting as a Welsh health
+board code does, occurs nowhere in the resource. Deciding
 England vs Wales wrongly applies the wrong pack, so the skip is held to the walk itself over every
 fixture resource, every depth up to and past the walk's limit, values marshal refuses (Decimal, a
 str subclass equal to the URI, a dict subclass) and a few thousand random trees.
@@ -9,6 +10,7 @@ str subclass equal to the URI, a dict subclass) and a few thousand random trees.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +23,7 @@ from adapter.clock import FixedClock
 from adapter.context import ValidationContext
 from adapter.policy import jurisdiction
 from adapter.policy.scenarios import load_all
-from adapter.policy.vocab import ODS_SYSTEM
+from adapter.policy.vocab import ODS_SYSTEM, WELSH_HEALTH_BOARD_ODS_PREFIX
 
 ROOT = Path(__file__).resolve().parents[3]
 CTX = ValidationContext(clock=FixedClock(datetime(2026, 6, 1, 9, tzinfo=UTC)))
@@ -38,7 +40,7 @@ class _Object(dict[str, Any]):
 def _walk_answer(resource: Any) -> str | None:
     """What `detect` answers without the precheck: the walk always runs."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(jurisdiction, "_may_carry_ods_system", lambda _resource: True)
+        patch.setattr(jurisdiction, "_may_carry_welsh_ods", lambda _resource: True)
         return jurisdiction.detect(resource, CTX)
 
 
@@ -53,7 +55,21 @@ def _subtrees(node: Any) -> Iterator[Any]:
 
 
 _SYSTEMS: list[Any] = [ODS_SYSTEM, _Text(ODS_SYSTEM), "urn:other", None, ODS_SYSTEM + " "]
-_VALUES: list[Any] = ["7A1", "7a3XX", _Text("7A2"), "RT5", "", None, 7, Decimal("7.1"), True]
+_VALUES: list[Any] = [
+    "7A1",
+    "7a3XX",
+    "7\u1e9a4",
+    "x7A1",
+    "7B1",
+    _Text("7A2"),
+    "RT5",
+    "",
+    None,
+    7,
+    7.5,
+    Decimal("7.1"),
+    True,
+]
 
 
 def _random_tree(rng: random.Random, depth: int) -> Any:
@@ -90,10 +106,33 @@ def test_an_identifier_at_any_level_gets_the_walks_answer(
     assert jurisdiction.detect(tree, CTX) == expected
 
 
-def test_a_resource_without_the_ods_system_is_not_walked() -> None:
-    resource = {"resourceType": "Observation", "performer": [{"value": "7A1"}]}
-    assert jurisdiction._may_carry_ods_system(resource) is False
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {"resourceType": "Observation", "performer": [{"value": "7A1"}]},
+        {"resourceType": "Encounter", "serviceProvider": {"system": ODS_SYSTEM, "value": "RT5"}},
+    ],
+    ids=["no-ods-system", "no-welsh-value"],
+)
+def test_a_resource_without_both_parts_is_not_walked(resource: dict[str, Any]) -> None:
+    assert jurisdiction._may_carry_welsh_ods(resource) is False
     assert jurisdiction.detect(resource, CTX) is None
+
+
+def test_a_value_uppercasing_to_7a_is_walked() -> None:
+    resource = {"resourceType": "Encounter", "x": {"system": ODS_SYSTEM, "value": "7\u1e9a1"}}
+    assert jurisdiction._may_carry_welsh_ods(resource) is True
+    assert jurisdiction.detect(resource, CTX) == "wales"
+
+
+def test_the_value_starts_cover_every_code_point_that_uppercases_to_the_prefix() -> None:
+    """Which two-character starts uppercase to `7A`, read from this Python's Unicode tables."""
+    assert WELSH_HEALTH_BOARD_ODS_PREFIX == "7A"
+    firsts = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).upper().startswith("7")}
+    seconds = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).upper().startswith("A")}
+    assert firsts == {"7"}
+    starts = {f"7{c}".encode("utf-8", "surrogatepass") for c in seconds}
+    assert starts == set(jurisdiction._WELSH_VALUE_STARTS)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +145,7 @@ def test_a_resource_without_the_ods_system_is_not_walked() -> None:
     ids=["decimal", "dict-subclass", "str-subclass"],
 )
 def test_values_marshal_refuses_are_walked(resource: dict[str, Any]) -> None:
-    assert jurisdiction._may_carry_ods_system(resource) is True
+    assert jurisdiction._may_carry_welsh_ods(resource) is True
     assert jurisdiction.detect(resource, CTX) == "wales"
 
 
