@@ -58,8 +58,11 @@ def _xhtml(value: JsonValue) -> str | None:
 def _integer_checker(type_code: str) -> PrimitiveCheck:
     low = {"positiveInt": 1, "unsignedInt": 0}.get(type_code)
     too_low = "must be 1 or more" if type_code == "positiveInt" else "must be 0 or more"
+    lowest = _INT32_MIN if low is None else low
 
     def check(value: JsonValue) -> str | None:
+        if type(value) is int and lowest <= value <= _INT32_MAX:
+            return None  # the common valid value, answered in one test
         if isinstance(value, bool) or not isinstance(value, int):
             if (
                 isinstance(value, Decimal)
@@ -100,6 +103,14 @@ def _string_checker(type_code: str) -> PrimitiveCheck:
             return _calendar_problem(value, type_code)
         return None
 
+    if rx is None and not uuid and not calendar:  # string, markdown: one test for a valid value
+
+        def plain(value: JsonValue) -> str | None:
+            if type(value) is str and 0 < len(value) <= _MAX_STRING:
+                return None
+            return check(value)
+
+        return plain
     return check
 
 

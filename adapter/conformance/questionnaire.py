@@ -125,6 +125,7 @@ class _ItemPlan:
 
     __slots__ = (
         "allowed",
+        "answer_only",
         "conditional",
         "limited",
         "max_occurs",
@@ -154,6 +155,13 @@ class _ItemPlan:
         self.max_occurs = max_occurs
         self.options = options
         self.limited = limited  # whether `_limits` can report anything
+        #: One answer without sub-items is then judged by `_answer` alone (see `_item`).
+        self.answer_only = (
+            self.type not in ("question", "display", "group")
+            and not self.conditional
+            and not min_occurs
+            and not max_occurs
+        )
 
 
 class _Options:
@@ -333,7 +341,16 @@ class QuestionnaireChecker:
         return False
 
     def _item(self, q: JsonObject, r: JsonObject, path: str) -> None:
-        plan = self._plan(q)
+        plan = self._plans.get(id(q)) or self._plan(q)
+        if plan.answer_only and "item" not in r:
+            # The common case, one answer and nothing nested: no check below but `_answer` can
+            # report anything (no type rule, enableWhen, occurrence limit or repeat to break).
+            answers = r.get("answer")
+            if type(answers) is list and len(answers) == 1:
+                a = answers[0]
+                if type(a) is dict and "item" not in a:
+                    self._answer(q, plan, a, path, 0)
+                    return
         qtype = plan.type
         answers = [a for a in r.get("answer") or _NO_ITEMS if isinstance(a, dict)]
         link = q["linkId"]
@@ -368,7 +385,7 @@ class QuestionnaireChecker:
         if len(answers) > 1:
             self._exclusive(q, answers, path)
         for j, a in enumerate(answers):
-            self._answer(q, plan, a, f"{path}.answer[{j}]")
+            self._answer(q, plan, a, path, j)
             if a.get("item"):
                 self._items(q.get("item") or _NO_ITEMS, a["item"], f"{path}.answer[{j}]")
 
@@ -393,7 +410,10 @@ class QuestionnaireChecker:
                     f"{path}.answer[{j}]",
                 )
 
-    def _answer(self, q: JsonObject, plan: _ItemPlan, a: JsonObject, path: str) -> None:
+    def _answer(
+        self, q: JsonObject, plan: _ItemPlan, a: JsonObject, item_path: str, j: int
+    ) -> None:
+        """Answer `j` of the item at `item_path` (its path is only built for an issue)."""
         got = _answer_value(a)
         if got is None:
             return
@@ -401,7 +421,9 @@ class QuestionnaireChecker:
         allowed = plan.allowed
         if allowed is not None and key not in allowed:
             self._error(
-                "structure", f"Answer value must be of type {allowed[0][5:]} not {key[5:]}", path
+                "structure",
+                f"Answer value must be of type {allowed[0][5:]} not {key[5:]}",
+                f"{item_path}.answer[{j}]",
             )
             return
         options = plan.options
@@ -414,10 +436,12 @@ class QuestionnaireChecker:
                 ok = any(value == o for o in options.values)
             if not ok:
                 self._error(
-                    "code-invalid", "The answer is not in the set of permitted values", path
+                    "code-invalid",
+                    "The answer is not in the set of permitted values",
+                    f"{item_path}.answer[{j}]",
                 )
         if plan.limited:
-            self._limits(q, key, value, path)
+            self._limits(q, key, value, f"{item_path}.answer[{j}]")
 
     def _limits(self, q: JsonObject, key: str, value: JsonValue, path: str) -> None:
         if key in _COMPARABLE:

@@ -296,8 +296,11 @@ class ShapeChecker:
                     child = self._element_plans.get(slot.def_path) or self._plan(
                         slot.def_path, False
                     )
+                    leaf = not child.required
                     for i, item in enumerate(value):
                         if isinstance(item, dict):
+                            if leaf and _clean_leaf(item, child.slots):
+                                continue
                             self._node(item, child, f"{path}.{key}[{i}]", out)
                         else:
                             self._complex(slot, item, f"{path}.{key}[{i}]", out)
@@ -316,7 +319,8 @@ class ShapeChecker:
                     out.append(Issue("error", "structure", f"The value {problem}", f"{path}.{key}"))
             elif isinstance(value, dict) and not slot.resource:
                 child = self._element_plans.get(slot.def_path) or self._plan(slot.def_path, False)
-                self._node(value, child, f"{path}.{key}", out)
+                if child.required or not _clean_leaf(value, child.slots):
+                    self._node(value, child, f"{path}.{key}", out)
             else:
                 self._complex(slot, value, f"{path}.{key}", out)
         if chosen is not None and len(chosen) > 1:
@@ -389,6 +393,28 @@ class ShapeChecker:
             out.append(Issue("error", "structure", "Expected an id or extensions", path))
         else:
             self._node(item, self._plan("Element", False), path, out)
+
+
+def _clean_leaf(node: JsonObject, slots: dict[str, _Slot]) -> bool:
+    """Whether `_node` would find nothing in `node`, of a plan with these `slots` and no required
+    element: only single primitive properties (no `_name`), each a valid value, and at most one
+    choice property. False sends the node through `_node`."""
+    choices = 0
+    for key, value in node.items():
+        slot = slots.get(key)
+        if (
+            slot is None
+            or slot.check is None
+            or slot.repeats
+            or key[0] == "_"
+            or value is None
+            or isinstance(value, list)
+            or slot.check(value) is not None
+        ):
+            return False
+        if slot.choice is not None:
+            choices += 1
+    return choices < 2
 
 
 @cache
