@@ -8,7 +8,7 @@ structural check (`adapter.fhir.parse.structural_issues`, conformance/shape.py) 
 already answered 400 for them.
 
 What the walk needs per definition path (children, their format checks, required children, the
-compiled invariants) is gathered once per process into a `_Plan`, so a node costs one lookup.
+compiled invariants) is gathered once per process into a `Plan`, so a node costs one lookup.
 """
 
 from __future__ import annotations
@@ -22,20 +22,32 @@ from adapter.conformance.bundles import attachment_problem
 from adapter.conformance.definitions import Child, CoreDefinitions, ElementDef
 from adapter.conformance.extensions import UnknownExtensionPolicy, context_names, extension_issues
 from adapter.conformance.identifiers import one_identifier_issues
-from adapter.conformance.invariants import GUARDED_BY, Invariant, InvariantRunner, compiled
-from adapter.conformance.natives import HAS_GUARD, has_matches
-from adapter.conformance.primitives import PrimitiveCheck, primitive_checker
+from adapter.conformance.invariants import InvariantRunner
 from adapter.conformance.terminology import KnownArtefacts, coding_problem, core_artefacts
 from adapter.conformance.valuesets import compose_issues
+from adapter.conformance.walkplans import (
+    ATTACHMENT,
+    CODEABLE,
+    CODED,
+    CODING,
+    IDENTIFIER,
+    OTHER,
+    REFERENCE,
+    RESOURCE,
+    Checks,
+    Plan,
+    Prop,
+    build_plan,
+    clean_leaf,
+    ele1_empty,
+)
 from adapter.conformance.xhtml import xhtml_problems
 from adapter.fhir.types import JsonObject, JsonValue
 from adapter.issue import Issue
 
-_COMPOSE: Final = frozenset({"ValueSet.compose.include", "ValueSet.compose.exclude"})
 _CROSS_VERSION: Final[re.Pattern[str]] = re.compile(
     r"http://hl7\.org/fhir/\d\.\d/StructureDefinition/extension-"
 )
-_CODED: Final = frozenset({"code", "Coding", "CodeableConcept", "string", "uri"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,150 +129,17 @@ def _html_in_text(type_code: str, text: str, path: str, out: WalkResult) -> None
         )
 
 
-_RESOURCE, _CODING, _CODEABLE, _IDENTIFIER, _ATTACHMENT, _REFERENCE, _OTHER = range(7)
-_KINDS: Final = {
-    "Resource": _RESOURCE,
-    "Coding": _CODING,
-    "CodeableConcept": _CODEABLE,
-    "Identifier": _IDENTIFIER,
-    "Attachment": _ATTACHMENT,
-    "Reference": _REFERENCE,
-}
-
-
-#: An element's invariants, each with the properties without all of which it passes (None: it
-#: may fail on any node), and whether that holds only for a node with no unknown property.
-_Checks = tuple[tuple[Invariant, frozenset[str] | None, bool], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Prop:
-    """One JSON property at a definition path, with what the walk does for it worked out once."""
-
-    child: Child
-    #: `{def_path}.{child.name}`: the element path (extension contexts, `_name` extensions).
-    element_path: str
-    #: Primitive format check (primitives.primitive_checker) or None for a complex type.
-    check: PrimitiveCheck | None
-    #: A primitive with nothing to check beyond its format (no binding, not xhtml).
-    plain: bool
-    #: `_name` of this primitive is checked for an absent required code.
-    coded_binding: bool
-    kind: int
-    #: The element's own invariants, when they are not those of the type walked into.
-    invariants: _Checks
-    #: The definition path walked into (`child.def_path`).
-    def_path: str
-    #: A complex element of no kind with its own checks: the walk goes straight into it.
-    direct: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    props: dict[str, _Prop]
-    #: As `props`, for a resource root: `id` is then of type id (Resource.id is System.String).
-    root_props: dict[str, _Prop]
-    has_url: bool
-    is_extension: bool
-    is_compose: bool
-    #: `is_extension or is_compose`: one test on the common path.
-    special: bool
-    #: Every property a node may have here (`_name` of primitives and `resourceType` included).
-    known: frozenset[str]
-    #: (name, choice stem or None, min, expression suffix, `_name`) of each required child.
-    required: tuple[tuple[str, str | None, int, str, str], ...]
-    invariants: _Checks
-
-
-def _compiled_all(keys: tuple[str, ...], known: frozenset[str] = frozenset()) -> _Checks:
-    """`known`: the properties a node of this path may have. A native in HAS_GUARD passes when
-    `_has(node, name)` is false, which on a node of known properties only is: none of those
-    `known` that `_has` matches is present. GUARDED_BY names a property read directly."""
-    out: list[tuple[Invariant, frozenset[str] | None, bool]] = []
-    for inv in map(compiled, keys):
-        if inv is None:
-            continue
-        guard = GUARDED_BY.get(inv.key)
-        has_guard = HAS_GUARD.get(inv.key) if inv.native is not None and known else None
-        if guard is not None:
-            out.append((inv, frozenset({guard}), False))
-        elif has_guard is not None:
-            out.append((inv, frozenset(k for k in known if has_matches(k, has_guard)), True))
-        else:
-            out.append((inv, None, False))
-    return tuple(out)
-
-
-def _prop(child: Child, def_path: str) -> _Prop:
-    el = child.element
-    primitive = child.is_primitive
-    kind = _KINDS.get(child.type_code, _OTHER)
-    invariants = (
-        _compiled_all(el.constraints)
-        if not primitive and el.constraints and child.def_path != el.path
-        else ()
-    )
-    return _Prop(
-        child=child,
-        element_path=f"{def_path}.{child.name}",
-        check=primitive_checker(child.type_code) if primitive else None,
-        plain=primitive and not el.binding and child.type_code != "xhtml",
-        coded_binding=bool(el.binding) and child.type_code in _CODED,
-        kind=kind,
-        invariants=invariants,
-        def_path=child.def_path,
-        direct=not primitive and kind == _OTHER and not invariants,
-    )
-
-
-def _ele1_empty(node: JsonObject) -> bool:
-    """ele-1 on a (non-root) node: nothing but `resourceType` and `id`."""
-    n = len(node) - ("resourceType" in node)
-    return n == 0 or (n == 1 and "id" in node)
-
-
 class InstanceWalker:
     def __init__(self, defs: CoreDefinitions, runner: InvariantRunner) -> None:
         self._defs = defs
         self._runner = runner
-        self._plans: dict[str, _Plan] = {}
+        self._plans: dict[str, Plan] = {}
 
-    def _plan(self, def_path: str) -> _Plan:
+    def _plan(self, def_path: str) -> Plan:
         """Built on the first node of each definition path, then kept for the process."""
         plan = self._plans.get(def_path)
-        if plan is not None:
-            return plan
-        defs = self._defs
-        children = defs.children(def_path)
-        props = {key: _prop(child, def_path) for key, child in children.items()}
-        root_props = dict(props)
-        if "id" in children:
-            child = children["id"]
-            root_props["id"] = _prop(
-                Child("id", child.element, "id", "id", is_primitive=True), def_path
-            )
-        required = []
-        for req in defs.required_children(def_path):
-            name = req.path.rsplit(".", 1)[-1]
-            stem = name[:-3] if name.endswith("[x]") else None
-            required.append((name, stem, req.min, name.removesuffix("[x]"), f"_{name}"))
-        own = defs.elements.get(def_path)
-        is_extension = def_path == "Extension" or def_path.endswith(".extension")
-        known = frozenset(
-            [*props, *(f"_{k}" for k, c in children.items() if c.is_primitive), "resourceType"]
-        )
-        plan = _Plan(
-            props=props,
-            root_props=root_props,
-            has_url="url" in children,
-            is_extension=is_extension,
-            is_compose=def_path in _COMPOSE,
-            special=is_extension or def_path in _COMPOSE,
-            required=tuple(required),
-            invariants=_compiled_all(own.constraints, known) if own is not None else (),
-            known=known,
-        )
-        self._plans[def_path] = plan
+        if plan is None:
+            plan = self._plans[def_path] = build_plan(self._defs, def_path)
         return plan
 
     def walk_resource(
@@ -291,7 +170,12 @@ class InstanceWalker:
         element_path: str | None = None,
     ) -> None:
         """Called with positional arguments: this runs at every complex node of every resource."""
-        if not is_resource_root and len(node) < 3 and _ele1_empty(node):
+        if (
+            not is_resource_root
+            and len(node) < 3
+            and (not node or "id" in node or "resourceType" in node)  # (else it has content)
+            and ele1_empty(node)
+        ):
             out.issues.append(
                 Issue(
                     "error",
@@ -356,14 +240,21 @@ class InstanceWalker:
             # null or the wrong JSON kind: reported by the structural check
             if prop.direct:  # as `_item` would, without the call
                 child_path, element = prop.def_path, prop.element_path
+                leaf = self._plans.get(child_path)
+                if leaf is not None and (text_checks or not leaf.leaf):
+                    leaf = None
                 if as_list:
                     for i, item in enumerate(value):
                         if isinstance(item, dict):
+                            if leaf is not None and clean_leaf(item, leaf, resource, root):
+                                continue
                             self._walk(
                                 item, child_path, f"{path}.{key}[{i}]", resource, root, out,
                                 False, element,
                             )  # fmt: skip
-                elif isinstance(value, dict):
+                elif isinstance(value, dict) and not (
+                    leaf is not None and clean_leaf(value, leaf, resource, root)
+                ):
                     self._walk(
                         value, child_path, f"{path}.{key}", resource, root, out, False, element
                     )
@@ -389,11 +280,15 @@ class InstanceWalker:
                         f"{path}.{suffix}",
                     )
                 )
-        if plan.invariants:
-            self._invariants(plan.invariants, node, def_path, path, resource, root, out, unknown)
+        for _, guard, needs_known in plan.invariants:  # the call only if one may fail
+            if guard is None or not guard.isdisjoint(node) or (needs_known and unknown):
+                self._invariants(
+                    plan.invariants, node, def_path, path, resource, root, out, unknown
+                )
+                break
 
     @staticmethod
-    def _special(node: JsonObject, plan: _Plan, path: str, out: WalkResult) -> None:
+    def _special(node: JsonObject, plan: Plan, path: str, out: WalkResult) -> None:
         """ValueSet.compose.include/exclude, and ext-1 on an extension."""
         issues = out.issues
         if plan.is_compose:
@@ -415,7 +310,7 @@ class InstanceWalker:
         key: str,
         value: JsonValue,
         node: JsonObject,
-        props: dict[str, _Prop],
+        props: dict[str, Prop],
         path: str,
         resource: JsonObject,
         root: JsonObject,
@@ -438,7 +333,7 @@ class InstanceWalker:
 
     def _primitive_item(
         self,
-        prop: _Prop,
+        prop: Prop,
         item: JsonValue,
         item_path: str,
         problem: str | None,
@@ -458,7 +353,7 @@ class InstanceWalker:
 
     def _item(
         self,
-        prop: _Prop,
+        prop: Prop,
         item: JsonObject,
         path: str,
         resource: JsonObject,
@@ -467,33 +362,41 @@ class InstanceWalker:
     ) -> None:
         child = prop.child
         kind = prop.kind
-        if kind == _OTHER and not prop.invariants:  # the common case: walk straight in
+        if kind == OTHER and not prop.invariants:  # the common case: walk straight in
             self._walk(item, child.def_path, path, resource, root, out, False, prop.element_path)
             return
-        if kind == _RESOURCE:
+        if kind == RESOURCE:
             # %rootResource is the container only for contained resources; a Bundle entry or a
             # Parameters resource is a root of its own.
             self.walk_resource(item, path, root if child.name == "contained" else None, out)
             return
-        if kind != _OTHER:
+        if kind != OTHER:
             el = child.element
-            if el.binding and kind in (_CODING, _CODEABLE):
+            if el.binding and kind in (CODING, CODEABLE):
                 self._binding(el, child.type_code, item, path, out)
-            if kind == _CODING:
+            if kind == CODING:
                 wrong = coding_problem(out.known, item)
                 if wrong is not None:
                     code, text, sub = wrong
                     out.issues.append(Issue("error", code, text, f"{path}.{sub}"))  # type: ignore[arg-type]  # codes are IssueCode literals
-            elif kind == _IDENTIFIER:
+            elif kind == IDENTIFIER:
                 out.issues += one_identifier_issues(item, path)
-            elif kind == _ATTACHMENT:
+            elif kind == ATTACHMENT:
                 problem = attachment_problem(item)
                 if problem is not None:
                     out.issues.append(Issue("error", "value", problem, path))
-            elif kind == _REFERENCE and isinstance(item.get("reference"), str):
+            elif kind == REFERENCE and isinstance(item.get("reference"), str):
                 out.references.append(FoundReference(path, item, el.targets, resource, root))
         if prop.invariants:
             self._invariants(prop.invariants, item, child.def_path, path, resource, root, out, True)
+        leaf = self._plans.get(child.def_path)
+        if (
+            leaf is not None
+            and leaf.leaf
+            and not out.text_checks
+            and clean_leaf(item, leaf, resource, root)
+        ):
+            return  # a Coding, Identifier or Reference of plain valid values: nothing more to find
         self._walk(item, child.def_path, path, resource, root, out, False, prop.element_path)
 
     @staticmethod
@@ -518,7 +421,7 @@ class InstanceWalker:
             ]
             for text in xhtml_problems(item, ids):
                 out.issues.append(Issue("error", "invalid", text, path))
-        if el.binding and type_code in _CODED and isinstance(item, str):
+        if el.binding and type_code in CODED and isinstance(item, str):
             vs = core_valueset(el.binding)
             if vs is not None and not code_in(vs, item):
                 out.issues.append(
@@ -618,7 +521,7 @@ class InstanceWalker:
 
     def _invariants(
         self,
-        invariants: _Checks,
+        invariants: Checks,
         node: JsonObject,
         def_path: str,
         path: str,

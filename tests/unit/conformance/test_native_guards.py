@@ -46,7 +46,8 @@ def test_has_matches_is_has_on_one_property() -> None:
 @pytest.mark.parametrize("key", sorted(GUARDED_BY))
 def test_a_guarded_native_passes_without_its_property(key: str) -> None:
     inv = compiled(key)
-    assert inv is not None and inv.native is not None
+    assert inv is not None
+    assert inv.native is not None
     resource = {"resourceType": "Observation", "code": {"coding": [{"code": "a"}]}}
     node = {"valueString": "x", "status": "final", "code": {"coding": [{"code": "a"}]}}
     assert GUARDED_BY[key] not in node
