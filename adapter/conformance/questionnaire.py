@@ -175,7 +175,7 @@ class _Options:
         self.as_set: frozenset[JsonValue] | None = None
         if not any(isinstance(v, (dict, list)) for v in values):
             try:
-                self.as_set = frozenset(values)  # type: ignore[arg-type]  # no dict or list here
+                self.as_set = frozenset(values)
             except TypeError:  # an unhashable value (none from JSON): the list answers alone
                 self.as_set = None
 
@@ -277,23 +277,45 @@ class QuestionnaireChecker:
         q_by_link, required = links
         last_index = -1
         seen: dict[str, int] = {}
+        plans = self._plans
         for i, r in enumerate(r_items):
             if not isinstance(r, dict):
                 continue
-            rpath = f"{path}.item[{i}]"
             link = r.get("linkId")
             hit = q_by_link.get(link) if isinstance(link, str) else None
-            if hit is None:
-                self._error("structure", f"LinkId '{link}' not found in questionnaire", rpath)
+            if hit is None or not isinstance(link, str):
+                self._error(
+                    "structure", f"LinkId '{link}' not found in questionnaire", f"{path}.item[{i}]"
+                )
                 continue
             index, q = hit
             if index < last_index:
-                self._error("structure", "Structural Error: items are out of order", rpath)
+                self._error(
+                    "structure", "Structural Error: items are out of order", f"{path}.item[{i}]"
+                )
             last_index = index
             count = seen[link] = seen.get(link, 0) + 1
             if count > 1 and not q.get("repeats"):
-                self._error("structure", "Only one response item with this linkId allowed", rpath)
-            self._item(q, r, rpath)
+                self._error(
+                    "structure",
+                    "Only one response item with this linkId allowed",
+                    f"{path}.item[{i}]",
+                )
+            plan = plans.get(id(q)) or self._plan(q)
+            if plan.answer_only and not plan.limited and "item" not in r:
+                # The common case, one answer and nothing nested: of `_item`'s checks only the
+                # answer's type and option can report (no type rule, enableWhen, occurrence or
+                # answer limit, repeat or sub-item to break), and the path is built for an issue.
+                answers = r.get("answer")
+                if type(answers) is list and len(answers) == 1:
+                    a = answers[0]
+                    if type(a) is dict and "item" not in a:
+                        got = _answer_value(a)
+                        problem = _answer_problem(plan, *got) if got is not None else None
+                        if problem is not None:
+                            self._error(*problem, f"{path}.item[{i}].answer[0]")
+                        continue
+            self._item(q, plan, r, f"{path}.item[{i}]")
         for link, q in required:
             if link not in seen and self._enabled(q) and not self.in_progress:
                 self._error(
@@ -340,17 +362,7 @@ class QuestionnaireChecker:
             return False
         return False
 
-    def _item(self, q: JsonObject, r: JsonObject, path: str) -> None:
-        plan = self._plans.get(id(q)) or self._plan(q)
-        if plan.answer_only and "item" not in r:
-            # The common case, one answer and nothing nested: no check below but `_answer` can
-            # report anything (no type rule, enableWhen, occurrence limit or repeat to break).
-            answers = r.get("answer")
-            if type(answers) is list and len(answers) == 1:
-                a = answers[0]
-                if type(a) is dict and "item" not in a:
-                    self._answer(q, plan, a, path, 0)
-                    return
+    def _item(self, q: JsonObject, plan: _ItemPlan, r: JsonObject, path: str) -> None:
         qtype = plan.type
         answers = [a for a in r.get("answer") or _NO_ITEMS if isinstance(a, dict)]
         link = q["linkId"]
@@ -385,7 +397,7 @@ class QuestionnaireChecker:
         if len(answers) > 1:
             self._exclusive(q, answers, path)
         for j, a in enumerate(answers):
-            self._answer(q, plan, a, path, j)
+            self._answer(q, plan, a, f"{path}.answer[{j}]")
             if a.get("item"):
                 self._items(q.get("item") or _NO_ITEMS, a["item"], f"{path}.answer[{j}]")
 
@@ -410,38 +422,19 @@ class QuestionnaireChecker:
                     f"{path}.answer[{j}]",
                 )
 
-    def _answer(
-        self, q: JsonObject, plan: _ItemPlan, a: JsonObject, item_path: str, j: int
-    ) -> None:
-        """Answer `j` of the item at `item_path` (its path is only built for an issue)."""
+    def _answer(self, q: JsonObject, plan: _ItemPlan, a: JsonObject, path: str) -> None:
         got = _answer_value(a)
         if got is None:
             return
         key, value = got
-        allowed = plan.allowed
-        if allowed is not None and key not in allowed:
-            self._error(
-                "structure",
-                f"Answer value must be of type {allowed[0][5:]} not {key[5:]}",
-                f"{item_path}.answer[{j}]",
-            )
-            return
-        options = plan.options
-        if options is not None and not (plan.open_choice and key == "valueString"):
-            if key == "valueCoding":
-                ok = any(_same_coding(value, o) for o in options.values)
-            elif options.as_set is not None and not isinstance(value, (dict, list)):
-                ok = value in options.as_set
-            else:
-                ok = any(value == o for o in options.values)
-            if not ok:
-                self._error(
-                    "code-invalid",
-                    "The answer is not in the set of permitted values",
-                    f"{item_path}.answer[{j}]",
-                )
+        problem = _answer_problem(plan, key, value)
+        if problem is not None:
+            code, text = problem
+            self._error(code, text, path)
+            if code == "structure":
+                return  # a value of the wrong type is judged no further
         if plan.limited:
-            self._limits(q, key, value, f"{item_path}.answer[{j}]")
+            self._limits(q, key, value, path)
 
     def _limits(self, q: JsonObject, key: str, value: JsonValue, path: str) -> None:
         if key in _COMPARABLE:
@@ -538,6 +531,25 @@ class QuestionnaireChecker:
                 value.get("system") not in systems or not isinstance(value.get("code"), str)
             ):
                 self._error("invariant", f"The unit is not in the unit value set '{vs}'", path)
+
+
+def _answer_problem(plan: _ItemPlan, key: str, value: JsonValue) -> tuple[str, str] | None:
+    """(issue code, text) when answer `key: value` is of a type the item does not take (code
+    "structure") or not one of its answerOptions (code "code-invalid"), else None."""
+    allowed = plan.allowed
+    if allowed is not None and key not in allowed:
+        return ("structure", f"Answer value must be of type {allowed[0][5:]} not {key[5:]}")
+    options = plan.options
+    if options is not None and not (plan.open_choice and key == "valueString"):
+        if key == "valueCoding":
+            ok = any(_same_coding(value, o) for o in options.values)
+        elif options.as_set is not None and not isinstance(value, (dict, list)):
+            ok = value in options.as_set
+        else:
+            ok = any(value == o for o in options.values)
+        if not ok:
+            return ("code-invalid", "The answer is not in the set of permitted values")
+    return None
 
 
 def _formal(quantity: JsonObject) -> tuple[Decimal, str] | None:
