@@ -130,9 +130,12 @@ class ConformanceValidator:
                 if isinstance(res, dict) and res.get("resourceType") == "Observation":
                     issues += vital_signs_issues(res, f"Bundle.entry[{i}].resource")
         issues += artefact_issues(resource, rt, known)
-        issues += self.profiles.validate(
-            resource, (*ctx.profiles, *_global_profiles(supporting, rt)), supporting, known
+        requested = (
+            (*ctx.profiles, *_global_profiles(supporting, rt)) if supporting else ctx.profiles
         )
+        issues += self.profiles.validate(resource, requested, supporting, known)
+        if rt != "QuestionnaireResponse" and rt != "Bundle":
+            return issues  # no QuestionnaireResponse to judge against its Questionnaire
         for path, qr, holder in _responses(resource, rt):
             q = self._find_questionnaire(qr, holder, ctx, supporting)
             if q is not None and "_wrong_type" in q:
