@@ -296,10 +296,10 @@ class ShapeChecker:
                     child = self._element_plans.get(slot.def_path) or self._plan(
                         slot.def_path, False
                     )
-                    leaf = not child.required
+                    plans = self._element_plans
                     for i, item in enumerate(value):
                         if isinstance(item, dict):
-                            if leaf and _clean_leaf(item, child.slots):
+                            if _clean_node(item, child, plans):
                                 continue
                             self._node(item, child, f"{path}.{key}[{i}]", out)
                         else:
@@ -319,7 +319,7 @@ class ShapeChecker:
                     out.append(Issue("error", "structure", f"The value {problem}", f"{path}.{key}"))
             elif isinstance(value, dict) and not slot.resource:
                 child = self._element_plans.get(slot.def_path) or self._plan(slot.def_path, False)
-                if child.required or not _clean_leaf(value, child.slots):
+                if not _clean_node(value, child, self._element_plans):
                     self._node(value, child, f"{path}.{key}", out)
             else:
                 self._complex(slot, value, f"{path}.{key}", out)
@@ -395,26 +395,41 @@ class ShapeChecker:
             self._node(item, self._plan("Element", False), path, out)
 
 
-def _clean_leaf(node: JsonObject, slots: dict[str, _Slot]) -> bool:
-    """Whether `_node` would find nothing in `node`, of a plan with these `slots` and no required
-    element: only single primitive properties (no `_name`), each a valid value, and at most one
-    choice property. False sends the node through `_node`."""
+def _clean_node(node: JsonObject, plan: _Plan, plans: dict[str, _Plan]) -> bool:
+    """Whether `_node` would find nothing in `node`, of element `plan`: every required element,
+    at most one choice property, and only properties (no `_name`) that are single primitives of
+    a valid value, or element-typed children whose plan is in `plans` (element plans by path),
+    each a clean node, in a non-empty array exactly when the element repeats. False, the
+    conservative answer for anything else, sends the node through `_node`."""
+    slots = plan.slots
     choices = 0
     for key, value in node.items():
         slot = slots.get(key)
-        if (
-            slot is None
-            or slot.check is None
-            or slot.repeats
-            or key[0] == "_"
-            or value is None
-            or isinstance(value, list)
-            or slot.check(value) is not None
-        ):
+        if slot is None or value is None or key[0] == "_":
             return False
         if slot.choice is not None:
             choices += 1
-    return choices < 2
+        if slot.check is not None:
+            if slot.repeats or isinstance(value, list) or slot.check(value) is not None:
+                return False
+            continue
+        child = None if slot.resource else plans.get(slot.def_path)
+        if child is None:
+            return False
+        if slot.repeats:
+            if not isinstance(value, list) or not value:
+                return False
+            for item in value:
+                if not isinstance(item, dict) or not _clean_node(item, child, plans):
+                    return False
+        elif not isinstance(value, dict) or not _clean_node(value, child, plans):
+            return False
+    if choices > 1:
+        return False
+    for _, keys in plan.required:  # noqa: SIM110  # a plain loop: no generator per node
+        if keys.isdisjoint(node):
+            return False
+    return True
 
 
 @cache

@@ -38,7 +38,7 @@ from adapter.conformance.walkplans import (
     Plan,
     Prop,
     build_plan,
-    clean_leaf,
+    clean_node,
     ele1_empty,
 )
 from adapter.conformance.xhtml import xhtml_problems
@@ -240,20 +240,21 @@ class InstanceWalker:
             # null or the wrong JSON kind: reported by the structural check
             if prop.direct:  # as `_item` would, without the call
                 child_path, element = prop.def_path, prop.element_path
-                leaf = self._plans.get(child_path)
-                if leaf is not None and (text_checks or not leaf.leaf):
-                    leaf = None
+                plans = self._plans
+                clean = plans.get(child_path)
+                if clean is not None and (text_checks or not clean.cleanable):
+                    clean = None
                 if as_list:
                     for i, item in enumerate(value):
                         if isinstance(item, dict):
-                            if leaf is not None and clean_leaf(item, leaf, resource, root):
+                            if clean is not None and clean_node(item, clean, plans, resource, root):
                                 continue
                             self._walk(
                                 item, child_path, f"{path}.{key}[{i}]", resource, root, out,
                                 False, element,
                             )  # fmt: skip
                 elif isinstance(value, dict) and not (
-                    leaf is not None and clean_leaf(value, leaf, resource, root)
+                    clean is not None and clean_node(value, clean, plans, resource, root)
                 ):
                     self._walk(
                         value, child_path, f"{path}.{key}", resource, root, out, False, element
@@ -389,12 +390,12 @@ class InstanceWalker:
                 out.references.append(FoundReference(path, item, el.targets, resource, root))
         if prop.invariants:
             self._invariants(prop.invariants, item, child.def_path, path, resource, root, out, True)
-        leaf = self._plans.get(child.def_path)
+        clean = self._plans.get(child.def_path)
         if (
-            leaf is not None
-            and leaf.leaf
+            clean is not None
+            and clean.cleanable
             and not out.text_checks
-            and clean_leaf(item, leaf, resource, root)
+            and clean_node(item, clean, self._plans, resource, root)
         ):
             return  # a Coding, Identifier or Reference of plain valid values: nothing more to find
         self._walk(item, child.def_path, path, resource, root, out, False, prop.element_path)

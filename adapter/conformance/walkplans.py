@@ -2,8 +2,8 @@
 
 A `Plan` holds, for one definition path, each JSON property's `Prop` (its format check, kind and
 own invariants), the required children, the element's invariants with the guards that let the walk
-skip them (`Checks`), and whether a node there can be a clean leaf: `clean_leaf` answers, without
-walking, that the walk would find nothing in a node of plain valid primitives.
+skip them (`Checks`), and whether a node there can be judged clean: `clean_node` answers, without
+walking, that the walk would find nothing in a node of plain valid primitives and such nodes.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ class Plan:
     special: bool
     #: Every property a node may have here (`_name` of primitives and `resourceType` included).
     known: frozenset[str]
-    #: No special checks or required children, and only guarded or native invariants: see
-    #: `clean_leaf`.
-    leaf: bool
+    #: No special checks, no required choice, and only guarded or native invariants: a node here
+    #: may be judged by `clean_node`.
+    cleanable: bool
     #: (name, choice stem or None, min, expression suffix, `_name`) of each required child.
     required: tuple[tuple[str, str | None, int, str, str], ...]
     invariants: Checks
@@ -119,27 +119,43 @@ def prop_of(child: Child, def_path: str) -> Prop:
     )
 
 
-def clean_leaf(node: JsonObject, plan: Plan, resource: JsonObject, root: JsonObject) -> bool:
-    """Whether `_walk` would find nothing in `node`, of a leaf `plan`, when no text option is on:
-    it has only plain primitive properties (so none unknown), each a valid single value, and
-    something besides `id` (ele-1), no invariant's guard property, and every unguarded (native)
-    invariant passes. False: walk it."""
+def clean_node(
+    node: JsonObject, plan: Plan, plans: dict[str, Plan], resource: JsonObject, root: JsonObject
+) -> bool:
+    """Whether `_walk` would find nothing in `node`, of a cleanable `plan` (not a resource root),
+    when no text option is on. It must have something besides `id` (ele-1) and only properties
+    (so none unknown) that are plain primitives with a valid single value, or direct complex
+    elements whose plan is in `plans` and cleanable, each a clean node (a list: not empty); every
+    required child; no invariant's guard property; and every unguarded (native) invariant must
+    pass. False, the conservative answer for anything else: walk it."""
     if not node or "id" in node:
         return False
     props = plan.props
     for key, value in node.items():
         prop = props.get(key)
-        if (
-            prop is None
-            or not prop.plain
-            or value is None
-            or isinstance(value, list)
-            or prop.check(value) is not None  # type: ignore[misc]  # plain: check is set
-        ):
+        if prop is None or value is None:
+            return False
+        if prop.plain:
+            if isinstance(value, list) or prop.check(value) is not None:  # type: ignore[misc]  # plain: check is set
+                return False
+            continue
+        child = plans.get(prop.def_path) if prop.direct else None
+        if child is None or not child.cleanable:
+            return False
+        if isinstance(value, list):
+            if not value:
+                return False
+            for item in value:
+                if not isinstance(item, dict) or not clean_node(item, child, plans, resource, root):
+                    return False
+        elif not isinstance(value, dict) or not clean_node(value, child, plans, resource, root):
+            return False
+    for name, _, _, _, underscored in plan.required:  # no choices: see `cleanable`
+        if name not in node and underscored not in node:
             return False
     for inv, guard, _ in plan.invariants:
         if guard is None:
-            if not inv.native(node, resource, root):  # type: ignore[misc]  # a leaf's are native
+            if not inv.native(node, resource, root):  # type: ignore[misc]  # cleanable: native
                 return False
         elif not guard.isdisjoint(node):
             return False
@@ -184,6 +200,7 @@ def build_plan(defs: CoreDefinitions, def_path: str) -> Plan:
         required=tuple(required),
         invariants=invariants,
         known=known,
-        leaf=not (special or required)
+        cleanable=not special
+        and all(stem is None for _, stem, _, _, _ in required)
         and all(g is not None or i.native is not None for i, g, _ in invariants),
     )

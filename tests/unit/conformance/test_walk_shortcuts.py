@@ -76,3 +76,25 @@ def test_leaf_nodes_in_the_structural_check() -> None:
         for e, t in got
     ), got
     assert ("QuestionnaireResponse.subject.bogus", "Unknown element") in got
+
+
+def test_clean_items_still_report_what_a_whole_item_can_break() -> None:
+    validator = ConformanceValidator(profiles_dir=ROOT / "profiles")
+    qr = _dialog("QuestionnaireResponse")
+    bad = copy.deepcopy(qr)
+    del bad["item"][0]["linkId"]  # required
+    bad["item"][1]["item"] = [{"linkId": "x", "answer": [{"valueBoolean": True}]}]  # qrs-1
+    bad["item"][2]["answer"] = []  # ele-1
+    got = _texts(validator.validate(bad, ValidationContext(mode="validate")))
+    assert ("QuestionnaireResponse.item[0].linkId", "Minimum cardinality of 'linkId' is 1") in got
+    assert any(e == "QuestionnaireResponse.item[1]" and "qrs-1" in t for e, t in got), got
+    assert ("QuestionnaireResponse.item[2].answer", "ele-1: Arrays must not be empty") in got
+    shaped = copy.deepcopy(qr)
+    shaped["item"][0]["answer"] = {"valueInteger": 5}  # answer repeats
+    del shaped["item"][1]["linkId"]
+    got = {(i.expression, i.text) for i in shape_issues(shaped)}
+    assert (
+        "QuestionnaireResponse.item[0].answer",
+        "Expected an array (the element repeats)",
+    ) in got
+    assert ("QuestionnaireResponse.item[1].linkId", "Required element is missing") in got
