@@ -125,13 +125,13 @@ class _ItemPlan:
 
     __slots__ = (
         "allowed",
-        "answer_only",
         "conditional",
         "limited",
         "max_occurs",
         "min_occurs",
         "open_choice",
         "options",
+        "quick",
         "repeats",
         "required",
         "type",
@@ -155,12 +155,13 @@ class _ItemPlan:
         self.max_occurs = max_occurs
         self.options = options
         self.limited = limited  # whether `_limits` can report anything
-        #: One answer without sub-items is then judged by `_answer` alone (see `_item`).
-        self.answer_only = (
+        #: One answer without sub-items is then judged by `_answer_problem` alone (see `_items`).
+        self.quick = (
             self.type not in ("question", "display", "group")
             and not self.conditional
             and not min_occurs
             and not max_occurs
+            and not limited
         )
 
 
@@ -301,8 +302,8 @@ class QuestionnaireChecker:
                     "Only one response item with this linkId allowed",
                     f"{path}.item[{i}]",
                 )
-            plan = plans.get(id(q)) or self._plan(q)
-            if plan.answer_only and not plan.limited and "item" not in r:
+            plan = plans.get(id(q)) or self._plan(q)  # derived on the item's first response
+            if plan.quick and "item" not in r:
                 # The common case, one answer and nothing nested: of `_item`'s checks only the
                 # answer's type and option can report (no type rule, enableWhen, occurrence or
                 # answer limit, repeat or sub-item to break), and the path is built for an issue.
