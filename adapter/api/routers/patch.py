@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from starlette.responses import Response
 
 from adapter.api.deps import BaseUrlDep, PipelineDep, known_type
-from adapter.api.routers.fhir_rest import PreferHeader, check_existing, write_response
+from adapter.api.routers.crud import PreferHeader, check_existing, write_response
 from adapter.api.security import GrantDep, audited, check_resource, require
 from adapter.errors import UnsupportedMediaType
 from adapter.fhir import jsonio
