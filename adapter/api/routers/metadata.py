@@ -27,7 +27,7 @@ INTERACTIONS = [
     "search-type",
 ]
 
-#: Search result parameters that work for every type (fhir_rest.py); `_contained` is reported ignored.
+#: Search result parameters that work for every type (search.py); `_contained` is reported ignored.
 RESULT_PARAMS: list[JsonObject] = [
     {
         "name": "_summary",
