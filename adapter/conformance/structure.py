@@ -8,27 +8,29 @@ structural check (`adapter.fhir.parse.structural_issues`, conformance/shape.py) 
 already answered 400 for them.
 
 What the walk needs per definition path (children, their format checks, required children, the
-compiled invariants) is gathered once per process into a `Plan`, so a node costs one lookup.
+compiled invariants) is gathered once per process into a `Plan` (walkplans.py), so a node costs one
+lookup. The checks at one element are elementchecks.py; what a walk hands back is walkresult.py.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Final
-
-from adapter.conformance.bindings import code_in, coding_in, core_valueset
 from adapter.conformance.bundles import attachment_problem
-from adapter.conformance.definitions import Child, CoreDefinitions, ElementDef
-from adapter.conformance.extensions import UnknownExtensionPolicy, context_names, extension_issues
+from adapter.conformance.definitions import CoreDefinitions
+from adapter.conformance.elementchecks import (
+    check_absent_required_code,
+    check_binding,
+    check_example_url,
+    check_html_in_text,
+    check_primitive,
+    check_special,
+)
+from adapter.conformance.extensions import context_names, extension_issues
 from adapter.conformance.identifiers import one_identifier_issues
 from adapter.conformance.invariants import InvariantRunner
-from adapter.conformance.terminology import KnownArtefacts, coding_problem, core_artefacts
-from adapter.conformance.valuesets import compose_issues
+from adapter.conformance.terminology import coding_problem
 from adapter.conformance.walkplans import (
     ATTACHMENT,
     CODEABLE,
-    CODED,
     CODING,
     IDENTIFIER,
     OTHER,
@@ -41,92 +43,11 @@ from adapter.conformance.walkplans import (
     clean_node,
     ele1_empty,
 )
-from adapter.conformance.xhtml import xhtml_problems
+from adapter.conformance.walkresult import FoundReference, WalkResult
 from adapter.fhir.types import JsonObject, JsonValue
 from adapter.issue import Issue
 
-_CROSS_VERSION: Final[re.Pattern[str]] = re.compile(
-    r"http://hl7\.org/fhir/\d\.\d/StructureDefinition/extension-"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class FoundReference:
-    expression: str  # path of the Reference element
-    reference: JsonObject
-    targets: tuple[str, ...]  # allowed target types; empty or ("Resource",) means any
-    resource: JsonObject  # the (possibly contained) resource holding it
-    root: JsonObject
-
-
-@dataclass(slots=True)
-class WalkResult:
-    issues: list[Issue] = field(default_factory=list)
-    references: list[FoundReference] = field(default_factory=list)
-    #: Code systems and extension definitions known for this call.
-    known: KnownArtefacts = field(default_factory=core_artefacts)
-    unknown_extensions: UnknownExtensionPolicy = "allow"
-    #: Reference-validator options (off by default): HTML tags in markdown, HTML in strings.
-    no_html_in_markdown: bool = False
-    security_checks: bool = False
-    #: The reference validator's `examples: false`: example URLs (example.org, …) are errors.
-    no_example_urls: bool = False
-    #: Any of the three text options above is on (worked out once, read at every primitive).
-    text_checks: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.text_checks = self.no_html_in_markdown or self.security_checks or self.no_example_urls
-
-
-#: An HTML-looking tag: `<name` followed by a space, `/` or `>` (markdown autolinks `<http:...>`
-#: and comparisons such as `a < b` do not match).
-_MARKDOWN_TAG: Final[re.Pattern[str]] = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?=[\s/>])")
-_STRING_TAG: Final[re.Pattern[str]] = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(\s[^<>]*)?/?>")
-
-
-#: Hosts of example URLs (RFC 2606 example domains), with their subdomains.
-_EXAMPLE_URL: Final[re.Pattern[str]] = re.compile(
-    r"^[a-z][a-z0-9+.\-]*://([^/?#@]*@)?([A-Za-z0-9\-]+\.)*example\.(org|com|net)(?=[:/?#]|$)",
-    re.IGNORECASE,
-)
-
-
-def _example_url(type_code: str, text: str, path: str, out: WalkResult) -> None:
-    if type_code in ("uri", "url", "canonical") and _EXAMPLE_URL.match(text):
-        out.issues.append(
-            Issue(
-                "error",
-                "invalid",
-                f"Example URLs are not allowed in this context ({text})",
-                path,
-            )
-        )
-
-
-def _html_in_text(type_code: str, text: str, path: str, out: WalkResult) -> None:
-    """The reference validator's `noHtmlInMarkdown` and `security-checks` options."""
-    if type_code == "markdown" and out.no_html_in_markdown:
-        found = _MARKDOWN_TAG.search(text)
-        if found is not None:
-            out.issues.append(
-                Issue(
-                    "error",
-                    "invalid",
-                    "The markdown contains content that appears to be an embedded HTML tag "
-                    f"starting at '{text[found.start() : found.start() + 2]}'",
-                    path,
-                )
-            )
-    elif type_code == "string" and out.security_checks and _STRING_TAG.search(text):
-        out.issues.append(
-            Issue(
-                "error",
-                "invalid",
-                "The string value contains text that looks like embedded HTML tags, which are "
-                "not allowed for security reasons",
-                path,
-            )
-        )
+__all__ = ["FoundReference", "InstanceWalker", "WalkResult"]
 
 
 class InstanceWalker:
@@ -196,7 +117,7 @@ class InstanceWalker:
             )
             issues += extension_issues(node, names, path, out.known, out.unknown_extensions)
         if plan.special:
-            self._special(node, plan, path, out)
+            check_special(node, plan, path, out)
         props = plan.root_props if is_resource_root else plan.props
         text_checks = out.text_checks
         unknown = False  # a property the plan does not know (HAS_GUARD does not hold then)
@@ -288,24 +209,6 @@ class InstanceWalker:
                 )
                 break
 
-    @staticmethod
-    def _special(node: JsonObject, plan: Plan, path: str, out: WalkResult) -> None:
-        """ValueSet.compose.include/exclude, and ext-1 on an extension."""
-        issues = out.issues
-        if plan.is_compose:
-            issues += compose_issues(node, path, out.known)
-        if plan.is_extension:
-            has_value = any(k.startswith("value") for k in node)
-            if ("extension" in node) == has_value:
-                issues.append(
-                    Issue(
-                        "error",
-                        "invariant",
-                        "ext-1: Must have either extensions or value[x], not both",
-                        path,
-                    )
-                )
-
     def _underscore(
         self,
         key: str,
@@ -328,7 +231,7 @@ class InstanceWalker:
             out,
         )
         if prim is not None and prim.coded_binding:
-            self._absent_required_code(
+            check_absent_required_code(
                 value, node.get(key[1:]), prim.child, f"{path}.{key[1:]}", out
             )
 
@@ -345,12 +248,12 @@ class InstanceWalker:
         type_code = prop.child.type_code
         if text_checks and isinstance(item, str):
             if out.no_html_in_markdown or out.security_checks:
-                _html_in_text(type_code, item, item_path, out)
+                check_html_in_text(type_code, item, item_path, out)
             if out.no_example_urls:
-                _example_url(type_code, item, item_path, out)
+                check_example_url(type_code, item, item_path, out)
         if problem is None and prop.plain:
             return  # the common case: a valid primitive with nothing else to check
-        self._primitive(prop.child, item, item_path, problem, resource, out)
+        check_primitive(prop.child, item, item_path, problem, resource, out)
 
     def _item(
         self,
@@ -374,7 +277,7 @@ class InstanceWalker:
         if kind != OTHER:
             el = child.element
             if el.binding and kind in (CODING, CODEABLE):
-                self._binding(el, child.type_code, item, path, out)
+                check_binding(el, child.type_code, item, path, out)
             if kind == CODING:
                 wrong = coding_problem(out.known, item)
                 if wrong is not None:
@@ -399,94 +302,6 @@ class InstanceWalker:
         ):
             return  # a Coding, Identifier or Reference of plain valid values: nothing more to find
         self._walk(item, child.def_path, path, resource, root, out, False, prop.element_path)
-
-    @staticmethod
-    def _primitive(
-        child: Child,
-        item: JsonValue,
-        path: str,
-        problem: str | None,
-        resource: JsonObject,
-        out: WalkResult,
-    ) -> None:
-        """Issues for one primitive value whose format check gave `problem`."""
-        el, type_code = child.element, child.type_code
-        if problem is not None:
-            out.issues.append(Issue("error", "value", f"The value {problem}", path))
-            return
-        if type_code == "xhtml" and isinstance(item, str):
-            ids = [
-                str(c.get("id"))
-                for c in resource.get("contained") or []
-                if isinstance(c, dict) and c.get("id")
-            ]
-            for text in xhtml_problems(item, ids):
-                out.issues.append(Issue("error", "invalid", text, path))
-        if el.binding and type_code in CODED and isinstance(item, str):
-            vs = core_valueset(el.binding)
-            if vs is not None and not code_in(vs, item):
-                out.issues.append(
-                    Issue(
-                        "error",
-                        "code-invalid",
-                        f"The code is not in the required value set {el.binding}",
-                        path,
-                    )
-                )
-
-    def _binding(
-        self, el: ElementDef, type_code: str, item: JsonObject, path: str, out: WalkResult
-    ) -> None:
-        assert el.binding is not None
-        vs = core_valueset(el.binding)
-        if vs is None:
-            return
-        codings = (
-            [item]
-            if type_code == "Coding"
-            else [c for c in item.get("coding") or [] if isinstance(c, dict)]
-        )
-        if not codings:
-            return
-        if not any(coding_in(vs, c) for c in codings):
-            where = path if type_code == "Coding" else f"{path}.coding"
-            out.issues.append(
-                Issue(
-                    "error",
-                    "code-invalid",
-                    f"No coding is in the required value set {el.binding}",
-                    where,
-                )
-            )
-
-    @staticmethod
-    def _absent_required_code(
-        element: JsonValue, values: JsonValue, prim: Child, path: str, out: WalkResult
-    ) -> None:
-        """A code bound to a required value set needs a code: extensions alone (such as a
-        data-absent-reason) leave the element without a value from the value set."""
-        if core_valueset(str(prim.element.binding)) is None:
-            return
-        items = element if isinstance(element, list) else [element]
-        value_list = values if isinstance(values, list) else [values]
-        for i, item in enumerate(items):
-            if not isinstance(item, dict) or any(
-                isinstance(e, dict) and _CROSS_VERSION.match(str(e.get("url", "")))
-                for e in item.get("extension") or []
-            ):
-                continue  # a cross-version extension carries the value in another release's terms
-            present = value_list[i] if i < len(value_list) else None
-            if present is None:
-                where = f"{path}[{i}]" if isinstance(element, list) else path
-                out.issues.append(
-                    Issue(
-                        "error",
-                        "code-invalid",
-                        "No code provided, and a code is required from the value set "
-                        f"{prim.element.binding}",
-                        where,
-                    )
-                )
 
     def _primitive_extension(
         self,
