@@ -24,7 +24,7 @@ class MappedResource:
         return f"{self.resource['resourceType']}/{self.resource['id']}"
 
 
-@dataclass(slots=True, init=False)
+@dataclass(slots=True, init=False, eq=False)
 class MappingResult:
     """What one record mapped to. The trace is kept as plain rows while the engine runs and becomes
     TraceEntry objects only when someone reads `trace` (`--trace`, `source_of`): most records are
@@ -61,6 +61,24 @@ class MappingResult:
         self.used = set() if used is None else used
         self.unmapped = [] if unmapped is None else unmapped
         self.ignored = [] if ignored is None else ignored
+
+    def __eq__(self, other: object) -> bool:
+        """Equal content, whether or not either trace has been built yet."""
+        if not isinstance(other, MappingResult):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.mapping_id,
+            self.record,
+            self.resources,
+            self.issues,
+            self.used,
+            self.unmapped,
+            self.ignored,
+            self.trace,
+        )
 
     @property
     def trace(self) -> list[TraceEntry]:

@@ -131,3 +131,12 @@ def test_compiled_paths_read_and_write_as_the_general_walk_does():
     assert get_path(["not", "a", "dict"], "answer[0].valueInteger") is None
     assert get_path({"item": "x"}, "item") == "x"
     assert get_path("x", "item") is None
+
+
+def test_results_compare_equal_whether_or_not_their_trace_was_read():
+    spec, record = _spec([{"from": "a", "to": "value"}]), _record({"a": "A"})
+    read, unread = (apply_mapping(spec, record, ConceptMaps()) for _ in range(2))
+    assert read.trace  # builds the trace of one of them only
+    assert read == unread
+    different = apply_mapping(spec, _record({"a": "B"}), ConceptMaps())
+    assert different != unread
