@@ -128,6 +128,13 @@ class _RuleRun:
             )
         )
 
+    def required_missing(
+        self, selector: str, to: str, instance: GroupInstance | None, rule_id: str
+    ) -> None:
+        """The error for a required source field that is absent or empty, named where it should be."""
+        text = f"{selector} is required for {to}"
+        self.issue("error", "required", text, self.locate_name(selector, instance), rule_id)
+
     def locate_name(self, selector: str, instance: GroupInstance | None) -> str:
         selector = selector.split(" ?? ")[0]
         if instance is not None and not selector.startswith("/"):
@@ -167,13 +174,7 @@ class _RuleRun:
                 raw, key = self.take(step.source, instance)
                 if raw is None:
                     if rule.required:
-                        self.issue(
-                            "error",
-                            "required",
-                            f"{rule.source} is required for {rule.to}",
-                            self.locate_name(str(rule.source), instance),
-                            step.rule_id,
-                        )
+                        self.required_missing(str(rule.source), rule.to, instance, step.rule_id)
                     continue
                 self.convert(step, raw, key, target, ref)
                 continue
@@ -289,13 +290,7 @@ class _RuleRun:
         raw, key = self.take(step.source, instance)
         if raw is None:
             if rule.required:
-                self.issue(
-                    "error",
-                    "required",
-                    f"{rule.due} is required for {rule.to}",
-                    self.locate_name(rule.due, instance),
-                    step.rule_id,
-                )
+                self.required_missing(rule.due, rule.to, instance, step.rule_id)
             return
         anchor_text, problem = TRANSFORMS["datetime"](raw)
         if problem is not None:

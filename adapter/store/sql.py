@@ -203,20 +203,7 @@ class SqlRepository:
     def create(self, resource: JsonObject, *, id: str | None = None) -> StoredResource:
         resource_type = self._resource_type_of(resource)
         resource_id = _check_id(id) if id is not None else str(uuid.uuid4())
-        driver, clock, absent = self._driver, self._clock, self._absent
-        stored, _ = self._write(
-            lambda conn: _put(
-                conn,
-                driver,
-                clock,
-                absent,
-                resource_type,
-                resource_id,
-                resource,
-                None,
-                must_be_new=True,
-            )
-        )
+        stored, _ = self._put(resource_type, resource_id, resource, None, must_be_new=True)
         return stored
 
     def update(
@@ -229,6 +216,18 @@ class SqlRepository:
                 [Issue("error", "required", "Update needs the resource id", f"{resource_type}.id")]
             )
         resource_id = _check_id(raw_id, f"{resource_type}.id")
+        return self._put(resource_type, resource_id, resource, if_match, must_be_new=False)
+
+    def _put(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: JsonObject,
+        if_match: int | None,
+        *,
+        must_be_new: bool,
+    ) -> tuple[StoredResource, bool]:
+        """Create or update through `sql_write._put`, on this unit of work or a retried one."""
         driver, clock, absent = self._driver, self._clock, self._absent
         return self._write(
             lambda conn: _put(
@@ -240,7 +239,7 @@ class SqlRepository:
                 resource_id,
                 resource,
                 if_match,
-                must_be_new=False,
+                must_be_new=must_be_new,
             )
         )
 
