@@ -139,6 +139,7 @@ def ingest(
                 for outcome in inbound.ingest_batch(spec, chunk):
                     counts[outcome.status] += 1
                     counts["resources written"] += len(outcome.written)
+                    counts["resources superseded"] += len(outcome.superseded)
                     unmapped.update(outcome.result.unmapped)
                     if outcome.status == "rejected":
                         _dead_letter(dl, outcome)
@@ -149,7 +150,7 @@ def ingest(
     table = Table(title=f"ingest --mapping {mapping}")
     table.add_column("outcome")
     table.add_column("count", justify="right")
-    for key in ("stored", "unchanged", "rejected", "resources written"):
+    for key in ("stored", "unchanged", "rejected", "resources written", "resources superseded"):
         table.add_row(key, str(counts[key]))
     for field, n in sorted(unmapped.items()):
         table.add_row(f"unmapped field {field}", str(n))

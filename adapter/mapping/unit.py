@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 
 from adapter.errors import AdapterError
 from adapter.fhir import jsonio
+from adapter.fhir.source_event import superseding
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue, has_blocking
 from adapter.mapping.engine import MappedResource, MappingResult
@@ -37,6 +38,9 @@ class UnitOutcome:
     issues: list[Issue] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    #: Left unwritten because the stored version reflects a later event of the same sender
+    #: (`fhir/source_event.py`); also counted in `unchanged`.
+    superseded: list[str] = field(default_factory=list)
     #: HTTP-style status of the rejection (400 input, 422 conformance/policy), 200 otherwise
     http_status: int = 200
     response: JsonObject | None = None
@@ -205,22 +209,29 @@ def conditional_bundle(resources: list[MappedResource]) -> JsonObject:
 
 def _split_response(
     response: JsonObject, bundle: JsonObject, since: str
-) -> tuple[list[str], list[str]]:
-    """(written, unchanged) references from a transaction-response. A conditional create that
-    matched answers 200 with no resource; a PUT that changed nothing answers 200 with the version
-    stored before this batch (lastUpdated earlier than `since`)."""
+) -> tuple[list[str], list[str], list[str]]:
+    """(written, unchanged, superseded) references from a transaction-response. A conditional
+    create that matched answers 200 with no resource; a PUT that changed nothing answers 200 with
+    the version stored before this batch (lastUpdated earlier than `since`); a superseded PUT
+    answers 200 with the stored version, whose source event is later than the one sent (it may
+    have been written earlier in this batch, so lastUpdated cannot tell). Superseded references
+    are listed as unchanged too: nothing of them was written."""
     written: list[str] = []
     unchanged: list[str] = []
+    superseded: list[str] = []
     for sent, got in zip(bundle["entry"], response.get("entry") or [], strict=False):
         reply = got.get("response") or {}
         ref = str(got.get("fullUrl") or sent["fullUrl"])
         status = str(reply.get("status", ""))
-        updated = sent["request"]["method"] == "PUT" and str(reply.get("lastUpdated", "")) >= since
-        if status.startswith("201") or updated:
+        put = sent["request"]["method"] == "PUT"
+        if put and superseding(got.get("resource"), sent["resource"]) is not None:
+            superseded.append(ref)
+            unchanged.append(ref)
+        elif status.startswith("201") or (put and str(reply.get("lastUpdated", "")) >= since):
             written.append(ref)
         else:
             unchanged.append(ref)
-    return written, unchanged
+    return written, unchanged, superseded
 
 
 def submit_batch(pipeline: Pipeline, results: list[MappingResult]) -> list[UnitOutcome]:
@@ -248,13 +259,14 @@ def submit_batch(pipeline: Pipeline, results: list[MappingResult]) -> list[UnitO
                 http_status=reply.status,
             )
             continue
-        written, unchanged = _split_response(reply, bundle, since)
+        written, unchanged, superseded = _split_response(reply, bundle, since)
         outcomes[i] = UnitOutcome(
             result,
             "stored" if written else "unchanged",
             list(result.issues),
             written=written,
             unchanged=unchanged,
+            superseded=superseded,
             response=reply,
         )
     return [o for o in outcomes if o is not None]

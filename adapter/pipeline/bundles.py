@@ -16,6 +16,7 @@ from adapter.context import ValidationContext
 from adapter.errors import AdapterError, Conflict, InputError, PreconditionFailed
 from adapter.fhir.prepare import prepared_copy
 from adapter.fhir.search import parse_query_string
+from adapter.fhir.source_event import SourceEvent, event_of, superseding
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 from adapter.outcome import operation_outcome
@@ -237,6 +238,10 @@ class BundleWriter:
             if e.method == "PUT":
                 current = current_or_none(reader, str(e.target_type), str(e.target_id))
                 ctx.previous = current.resource if current is not None else None
+                if current is not None and superseding(current.resource, e.resource):
+                    # an older event than the stored one's: judged on its own content, not as a
+                    # change to the newer version it will not overwrite (settled when written)
+                    ctx.previous = None
                 if repo is not None and targets[(e.target_type, e.target_id)] == 1:
                     e.current = current  # read on the connection that writes: reuse it there
             structural, judged = self.pipeline.judge(e.resource, ctx)
@@ -309,7 +314,23 @@ class BundleWriter:
             self._store_provenance(uow, stored, judged, ctx)
             return self._entry_response(stored, "201 Created", outcome)
         if e.method == "PUT" and e.resource is not None:
-            unchanged = unchanged_current(uow, e.resource, e.if_match, e.current)
+            known = e.current
+            if event_of(e.resource) is not None:  # stamped: settle "superseded" under this unit
+                if known is NOT_READ:
+                    known = current_or_none(uow, str(e.target_type), str(e.target_id))
+                held = (
+                    superseding(known.resource, e.resource)
+                    if isinstance(known, StoredResource)
+                    else None
+                )
+                if held is not None:
+                    assert isinstance(known, StoredResource)
+                    return self._entry_response(
+                        known,
+                        "200 OK",
+                        {"outcome": operation_outcome([*warnings, _superseded(e, held)])},
+                    )
+            unchanged = unchanged_current(uow, e.resource, e.if_match, known)
             if unchanged is not None:
                 return self._entry_response(unchanged, "200 OK", outcome)
             stored, created = uow.update(e.resource, if_match=e.if_match)
@@ -392,6 +413,22 @@ class _Refused(Exception):
     def __init__(self, error: AdapterError):
         super().__init__(str(error))
         self.error = error
+
+
+def _superseded(e: Entry, held: SourceEvent) -> Issue:
+    """The warning for a stamped PUT left unwritten because the stored version is from a later
+    event of the same sender (fhir/source_event.py). No patient data: times and message ids."""
+    sent = event_of(e.resource)
+    older = f" ({sent.instant.isoformat()})" if sent is not None else ""
+    by = f" of message {held.message}" if held.message else ""
+    return Issue(
+        "warning",
+        "business-rule",
+        f"Not written: {e.target_type}/{e.target_id} already reflects a later event"
+        f"{by} ({held.instant.isoformat()}) from the same sender; this older event{older} is "
+        "superseded",
+        expression=f"Bundle.entry[{e.index}].resource.meta",
+    )
 
 
 def _reindex(issue: Issue, index: int) -> Issue:

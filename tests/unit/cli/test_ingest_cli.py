@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from adapter.cli import app
 from adapter.settings import Settings
+from adapter.store.repository import SearchQuery
 from adapter.wiring import build_services
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "mappings"
@@ -106,3 +107,25 @@ def test_an_unreadable_file_is_dead_lettered_and_the_next_file_is_ingested(store
     [dead] = _dead_letters(tmp_path / "dead-letter.jsonl")
     assert dead["locator"] == "broken.csv"
     assert "UTF-8" in dead["reasons"][0]["text"]
+
+
+def test_a_file_with_the_discharge_before_the_admission_reports_what_was_superseded(
+    store, tmp_path
+):
+    """HAZ-035 through the CLI: the A01 after its A03 writes nothing and the summary says so."""
+    adt = FIXTURES / "hl7v2-adt-a01-a03-encounter"
+    a01, a03 = (
+        (adt / case / "input.hl7").read_text().strip() for case in ("admission", "discharge")
+    )
+    feed = tmp_path / "adt.hl7"
+    feed.write_text(a03 + "\n" + a01 + "\n")
+    result = runner.invoke(app, ["ingest", "--mapping", "hl7v2-adt-a01-a03-encounter", str(feed)])
+    assert result.exit_code == 0, result.output
+    assert (_row(result.output, "stored"), _row(result.output, "unchanged")) == (1, 1)
+    assert _row(result.output, "resources superseded") == 2
+    services = build_services(Settings(database_url=store))
+    try:
+        encounters = services.repo.search("Encounter", SearchQuery(count=10)).resources
+    finally:
+        services.close()
+    assert [e.resource["status"] for e in encounters] == ["finished"]
