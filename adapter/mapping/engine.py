@@ -67,6 +67,8 @@ class _Run(_RuleRun):
             if dirty:
                 mapped.resource = prune_empty(mapped.resource)
         self.result.trace_rows = self.rows
+        if self.spec.event_time is not None:  # read by Inbound to stamp the source event
+            self.used.add(self.spec.event_time)
         self.report_unused()
         return self.result
 

@@ -5,7 +5,8 @@ or ConceptMap. The engine knows no message type, column name or code; everything
 the file. A bad file raises ArtefactLoadError naming the file and the rule, so start-up stops.
 
     id, version, status, title
-    source:    {kind: csv|json|hl7v2|fhir, messages: ["REF^I12"], resourceType: ReferralRequest}
+    source:    {kind: csv|json|hl7v2|fhir, messages: ["REF^I12"], resourceType: ReferralRequest,
+                event_time: last_updated}                # extracts: the column ordering re-ingests
     ignore:    [{field: "MSH-11", reason: "..."}]        # still reported, as information
     settings:  {follow_up_due_days: 7}                    # named values rules may read as `setting:`
     resources: [{name, type, id: [selectors], match: {system, value}, when, foreach, where, rules}]
@@ -111,6 +112,10 @@ class MappingSpec:
     resource_type: str | None = None
     #: for a FHIR message Bundle: the MessageHeader event code this mapping answers
     event: str | None = None
+    #: for an extract: the column holding when the source record last changed; its resources are
+    #: stamped with it, so an older extract re-ingested later cannot overwrite a newer one
+    #: (fhir/source_event.py). A v2 message's event time is always EVN-2, else MSH-7.
+    event_time: str | None = None
     ignore: tuple[tuple[str, str], ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
     path: str = ""
@@ -291,6 +296,11 @@ def parse_spec(data: Any, path: str) -> MappingSpec:
                 raise ArtefactLoadError(path, f"{rule.locator}: aggregate over unknown resource")
     ignore = tuple((str(x["field"]), str(x.get("reason", ""))) for x in data.get("ignore") or ())
     messages = source.get("messages") or ([source["message"]] if "message" in source else [])
+    event_time = source.get("event_time")
+    if event_time is not None and (source.get("kind") not in ("csv", "json") or not event_time):
+        raise ArtefactLoadError(
+            path, "source.event_time: only for csv/json extracts (v2 uses EVN-2, else MSH-7)"
+        )
     return MappingSpec(
         id=str(data["id"]),
         version=str(data["version"]),
@@ -301,6 +311,7 @@ def parse_spec(data: Any, path: str) -> MappingSpec:
         messages=tuple(str(m) for m in messages),
         resource_type=source.get("resourceType"),
         event=source.get("event"),
+        event_time=str(event_time) if event_time is not None else None,
         ignore=ignore,
         settings=dict(data.get("settings") or {}),
         path=path,

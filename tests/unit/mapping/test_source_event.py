@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from adapter.fhir.source_event import SOURCE_EVENT_URL, SourceEvent, event_of, stamp, superseding
-from adapter.mapping.inbound import Inbound, v2_source_event
+from adapter.mapping.inbound import Inbound
+from adapter.mapping.source_events import source_event
+from adapter.sources import read_extract
 from adapter.sources.hl7v2 import parse_message
 from adapter.wiring import build_services
 from tests.unit.mapping.golden import FIXTURES, registry
@@ -145,17 +147,76 @@ def test_a_stamped_transaction_entry_older_than_the_stored_one_is_answered_not_w
 # -- the stamp itself --------------------------------------------------------------------------
 def test_a_local_v2_time_is_read_as_london_time():
     summer = A01.replace("|20261120135500", "|20260601110000")
-    found = v2_source_event(parse_message(summer))
+    found = source_event(registry().for_message("ADT", "A01"), parse_message(summer))
     assert found is not None
-    event, field = found
-    assert field == "EVN-2"
-    assert event.instant == datetime(2026, 6, 1, 11, 0, tzinfo=timezone(timedelta(hours=1)))
-    assert event.instant.utcoffset() == timedelta(hours=1)
+    assert found.event is not None
+    assert found.field == "EVN-2"
+    assert found.event.instant == datetime(2026, 6, 1, 11, 0, tzinfo=timezone(timedelta(hours=1)))
 
 
-def test_no_readable_time_means_no_stamp():
+def test_no_readable_v2_time_means_no_stamp():
     no_times = A01.replace("|20261120140000|", "||").replace("|20261120135500", "|")
-    assert v2_source_event(parse_message(no_times)) is None
+    assert source_event(registry().for_message("ADT", "A01"), parse_message(no_times)) is None
+
+
+# -- extracts that name an event_time column --------------------------------------------------
+RISK = FIXTURES / "csv-risk-assessment" / "revised-with-last-updated" / "input.csv"
+RISK_ASSESSMENT = "RiskAssessment"
+
+
+def _risk_rows(**changes: str) -> list:
+    header, row = RISK.read_text().splitlines()[:2]
+    columns, values = header.split(","), row.split(",")
+    for name, value in changes.items():
+        values[columns.index(name)] = value
+    return list(read_extract(("\n".join([header, ",".join(values)]) + "\n").encode(), "risk.csv"))
+
+
+def _risk_levels(services) -> list[str]:
+    from adapter.store.repository import SearchQuery
+
+    page = services.repo.search(RISK_ASSESSMENT, SearchQuery(count=10))
+    return [
+        r.resource["prediction"][0]["qualitativeRisk"]["coding"][0]["code"] for r in page.resources
+    ]
+
+
+def test_an_older_extract_re_run_after_a_newer_one_does_not_put_back_the_old_risk(
+    services, inbound
+):
+    spec = registry().get("csv-risk-assessment")
+    newer = inbound.ingest_batch(spec, _risk_rows())
+    assert [o.status for o in newer] == ["stored"]
+    level = _risk_levels(services)
+    older = _risk_rows(risk_level="HIGH", last_updated="2026-11-20T12:00:00")
+    [outcome] = inbound.ingest_batch(spec, older)
+    assert outcome.status == "unchanged"
+    assert any(ref.startswith("RiskAssessment/") for ref in outcome.superseded)
+    assert [i.expression for i in outcome.issues if "superseded" in i.text] == [
+        "last_updated"
+    ] * len(outcome.superseded)
+    assert _risk_levels(services) == level
+    [later] = inbound.ingest_batch(spec, _risk_rows(risk_level="HIGH", last_updated="2026-11-28"))
+    assert later.status == "stored", "a later extract still updates"
+    assert _risk_levels(services) != level
+
+
+def test_an_extract_time_that_is_not_a_date_refuses_the_row_naming_the_column(services, inbound):
+    spec = registry().get("csv-risk-assessment")
+    [outcome] = inbound.ingest_batch(spec, _risk_rows(last_updated="yesterday"))
+    assert outcome.status == "rejected"
+    assert [i.expression for i in outcome.issues if i.is_blocking] == ["last_updated"]
+    assert services.repo.count() == 0
+
+
+def test_an_empty_extract_time_means_no_stamp():
+    spec = registry().get("csv-risk-assessment")
+    assert source_event(spec, _risk_rows(last_updated="")[0]) is None
+    found = source_event(spec, _risk_rows(last_updated="2026-11-27")[0])
+    assert found is not None
+    assert found.event is not None
+    assert found.event.sender == "csv:csv-risk-assessment"
+    assert found.event.instant == datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def test_stamp_replaces_the_previous_stamp_and_keeps_other_meta():
@@ -207,3 +268,18 @@ def test_only_a_strictly_later_event_of_the_same_sender_supersedes():
     assert superseding(stamped("B", 2), stamped("A", 1)) is None
     assert superseding({"resourceType": "Encounter"}, stamped("A", 1)) is None
     assert superseding(stamped("A", 2), {"resourceType": "Encounter"}) is None
+
+
+def test_event_time_is_refused_on_a_v2_mapping():
+    """A v2 message's event time is EVN-2, else MSH-7: a mapping cannot name another one."""
+    import yaml
+
+    from adapter.errors import ArtefactLoadError
+    from adapter.mapping.spec import parse_spec
+
+    path = "mappings/hl7v2/adt_a01_a03.encounter.yaml"
+    data = yaml.safe_load((FIXTURES.parents[1] / path).read_text())
+    assert parse_spec(data, path).event_time is None
+    data["source"]["event_time"] = "PV1-44"
+    with pytest.raises(ArtefactLoadError, match="event_time"):
+        parse_spec(data, path)
