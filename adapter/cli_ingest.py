@@ -32,15 +32,20 @@ def _inbound(settings: Settings) -> tuple[Inbound, object]:
     from adapter.wiring import build_services
 
     services = build_services(settings)
-    inbound = Inbound(services.pipeline, load_registry(settings.mappings_dir))
+    inbound = Inbound(
+        services.pipeline,
+        load_registry(settings.mappings_dir),
+        v2_default_charset=settings.v2_default_charset,
+    )
     settle_heap()  # a long ingest or listener: freeze the start-up heap (adapter/runtime.py)
     return inbound, services
 
 
-def _records(path: Path, kind: str) -> list[SourceRecord]:
+def _records(path: Path, kind: str, *, v2_default_charset: str = "utf-8") -> list[SourceRecord]:
     data = path.read_bytes()
     if kind == "hl7v2":
-        return read_messages(data, path.name)
+        # each message decoded by its own MSH-18; one that cannot be is dead-lettered on its own
+        return read_messages(data, path.name, default_charset=v2_default_charset)
     if kind == "fhir":
         return fhir_records(data, path.name)
     return list(read_extract(data, path.name))
@@ -120,7 +125,9 @@ def ingest(
     with dead_letter.open("a", encoding="utf-8") as dl, Progress(console=console) as progress:
         for path in files:
             try:
-                records = _records(path, spec.source_kind)
+                records = _records(
+                    path, spec.source_kind, v2_default_charset=settings.v2_default_charset
+                )
             except (SourceParseError, OSError) as exc:
                 # the whole file is unreadable: dead-letter it and go on with the next file
                 issues = (

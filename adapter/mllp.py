@@ -2,6 +2,9 @@
 
 Each message is one unit of work through `Inbound.handle_v2` (hence the pipeline); the mapping and
 writing run in a worker thread so the event loop keeps accepting. No patient data is logged.
+
+Payloads stay bytes until `parse_message` decodes them by their own MSH-18 (`sources/v2_charset.py`);
+the ACK goes back as pure ASCII (`frame`), which every sender's character set reads alike.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 from typing import Final
 
 from adapter.mapping.inbound import Inbound
+from adapter.sources.hl7v2 import ascii_safe
 
 log = logging.getLogger(__name__)
 START: Final = b"\x0b"
@@ -19,7 +23,13 @@ MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 
 
 def frame(message: str) -> bytes:
-    return START + message.encode("utf-8") + END
+    """An ACK framed for MLLP, in 7-bit ASCII: any other character becomes an HL7 `\\X..\\` escape.
+
+    Why not the sender's own set: the ACK's MSH-18 is empty, which table 0211 reads as ASCII, and
+    an ACK must be readable even when the message's MSH-18 was the reason it was refused (unknown,
+    or bytes invalid in it). ASCII is the one set every sender we accept (ASCII, ISO 8859, UTF-8)
+    decodes identically, so nothing needs choosing and nothing in the ACK can be misread."""
+    return START + ascii_safe(message).encode("ascii") + END
 
 
 async def _handle(

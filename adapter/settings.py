@@ -6,11 +6,12 @@ Tests build a Settings and pass it to `create_app`; nothing reads the environmen
 
 from __future__ import annotations
 
+import codecs
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +92,25 @@ class Settings(BaseSettings):
     #: A key whose first request has not finished after this long is taken to be abandoned (the
     #: process died) and may run again.
     idempotency_in_flight_seconds: float = 300.0
+
+    #: Character set of an HL7 v2 message whose MSH-18 is empty: a Python codec name ("utf-8",
+    #: "latin-1", "cp1252"), decoded strictly. UTF-8 by default, a superset of table 0211's ASCII.
+    #: A message that names its set in MSH-18 is decoded in that set (sources/v2_charset.py).
+    v2_default_charset: str = "utf-8"
+
+    @field_validator("v2_default_charset")
+    @classmethod
+    def _v2_default_charset_is_an_ascii_compatible_codec(cls, value: str) -> str:
+        """An unknown codec, or one that does not read the ASCII delimiters as ASCII (UTF-16,
+        EBCDIC), would garble every message without MSH-18, so it stops start-up instead."""
+        try:
+            codec = codecs.lookup(value).name
+            ascii_read = bytes(range(128)).decode(codec, errors="replace")
+        except LookupError as exc:
+            raise ValueError(f"{value!r} is not a text codec Python knows") from exc
+        if ascii_read != "".join(map(chr, range(128))):
+            raise ValueError(f"{value!r} does not read ASCII bytes as ASCII")
+        return codec
 
 
 @lru_cache(maxsize=1)

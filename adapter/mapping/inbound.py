@@ -33,6 +33,8 @@ class Inbound:
     pipeline: Pipeline
     registry: MappingRegistry
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: Codec of a v2 message whose MSH-18 is empty (Settings.v2_default_charset).
+    v2_default_charset: str = "utf-8"
 
     def map(self, spec: MappingSpec, record: SourceRecord) -> MappingResult:
         """The mapped resources; those of a v2 message stamped with its source event, so an older
@@ -81,7 +83,7 @@ class Inbound:
         now = self.pipeline.clock.now()
         control_id = uuid.uuid4().hex[:20]
         try:
-            record = parse_message(text)
+            record = parse_message(text, default_charset=self.v2_default_charset)
         except SourceParseError as exc:
             return None, build_ack({}, "AR", exc.issues, now=now, control_id=control_id)
         header = record.header

@@ -5,6 +5,9 @@ segment. Key shape: the first occurrence of a segment is `PID`, later ones `OBX[
 components is keyed per component (`PID-5.1`), otherwise whole (`PID-8`, also reachable as
 `PID-8.1`); repetitions after the first are `PID-3[2].1`. Repeating segments (`OBX`) and repeating
 fields (`PID-3`) are the record's groups.
+
+Bytes are decoded strictly in the character set MSH-18 names (`v2_charset.py`), each message of a
+file by its own MSH-18, so a Latin-1 `Zoë` is never stored as `Zo\ufffd`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import hl7
 from adapter.errors import SourceParseError
 from adapter.issue import Issue
 from adapter.sources.record import ERROR_KEY, GroupInstance, SourceRecord
+from adapter.sources.v2_charset import decode_message, readable_text
 
-_BATCH_SEGMENTS: Final = frozenset({"FHS", "FTS", "BHS", "BTS"})
+_BATCH_SEGMENTS_BYTES: Final = frozenset({b"FHS", b"FTS", b"BHS", b"BTS"})
 _SEGMENT_ID: Final = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 MLLP_START: Final = b"\x0b"
 MLLP_END: Final = b"\x1c\x0d"
@@ -31,36 +35,47 @@ def _normalise(text: str) -> str:
     return text.replace("\r\n", "\r").replace("\n", "\r").strip("\x0b\x1c\r ")
 
 
-def split_messages(data: bytes) -> Iterator[str]:
-    """Messages in a file: one after another, each starting at an MSH segment (batch wrappers dropped)."""
-    text = _normalise(data.decode("utf-8", errors="replace"))
-    current: list[str] = []
-    for segment in text.split("\r"):
-        if not segment.strip() or segment[:3] in _BATCH_SEGMENTS:
+def split_message_bytes(data: bytes) -> Iterator[bytes]:
+    """Messages in a file, still bytes, one after another, each starting at an MSH segment (batch
+    wrappers dropped). Split before decoding, at the ASCII line endings (`\r\n`, `\n`, `\r`) and
+    MLLP framing bytes, so each message is decoded by its own MSH-18 and one file can mix sets."""
+    text = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r").strip(b"\x0b\x1c\r ")
+    current: list[bytes] = []
+    for line in text.split(b"\r"):
+        segment = line.strip(b"\x0b\x1c")  # a file of MLLP frames: <VT>MSH...<FS><CR><VT>MSH...
+        if not segment.strip() or segment[:3] in _BATCH_SEGMENTS_BYTES:
             continue
-        if segment.startswith("MSH") and current:
-            yield "\r".join(current)
+        if segment.startswith(b"MSH") and current:
+            yield b"\r".join(current)
             current = []
         current.append(segment)
     if current:
-        yield "\r".join(current)
+        yield b"\r".join(current)
 
 
-def read_messages(data: bytes, name: str) -> list[SourceRecord]:
-    """Every message of a v2 file as a record. A message that cannot be parsed becomes a record
-    carrying its reasons under ERROR_KEY (and its text), so one bad message is dead-lettered on
-    its own instead of stopping the file."""
+def split_messages(data: bytes, *, default_charset: str = "utf-8") -> Iterator[str]:
+    """The messages of a file as text (`split_message_bytes`, then `decode_message`); raises
+    SourceParseError naming MSH-18 at the first message that cannot be decoded."""
+    for message in split_message_bytes(data):
+        yield decode_message(message, default_charset=default_charset)
+
+
+def read_messages(data: bytes, name: str, *, default_charset: str = "utf-8") -> list[SourceRecord]:
+    """Every message of a v2 file as a record. A message that cannot be decoded or parsed becomes a
+    record carrying its reasons under ERROR_KEY (and its text, undecodable bytes kept as `\\xNN`),
+    so one bad message is dead-lettered on its own instead of stopping the file."""
     records: list[SourceRecord] = []
-    for i, message in enumerate(split_messages(data), start=1):
+    for i, message in enumerate(split_message_bytes(data), start=1):
         try:
-            records.append(parse_message(message))
+            records.append(parse_message(message, default_charset=default_charset))
         except SourceParseError as exc:
             reasons = "; ".join(
                 f"{x.expression}: {x.text}" if x.expression else x.text for x in exc.issues
             )
+            raw = readable_text(message, default_charset=default_charset)
             records.append(
                 SourceRecord(
-                    "hl7v2", f"{name} message {i}", {}, raw=message, header={ERROR_KEY: reasons}
+                    "hl7v2", f"{name} message {i}", {}, raw=raw, header={ERROR_KEY: reasons}
                 )
             )
     return records
@@ -94,8 +109,10 @@ def _encoding_header(encoding: str) -> hl7.Message:
     return hl7.parse(encoding)
 
 
-def parse_message(text: str | bytes) -> SourceRecord:
-    raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+def parse_message(text: str | bytes, *, default_charset: str = "utf-8") -> SourceRecord:
+    """One message. Bytes are decoded strictly by MSH-18, or `default_charset` (a Python codec)
+    when MSH-18 is empty (`v2_charset.decode_message`); text is taken as already decoded."""
+    raw = decode_message(text, default_charset=default_charset) if isinstance(text, bytes) else text
     raw = _normalise(raw)
     if not raw.startswith("MSH"):
         raise SourceParseError(
@@ -257,6 +274,18 @@ def _escape(text: str) -> str:
     )
 
 
+def ascii_safe(text: str) -> str:
+    """`text` in 7-bit ASCII: each other character as an HL7 hexadecimal escape of its UTF-8 bytes
+    (`ë` -> `\\XC3AB\\`). An ACK leaves MSH-18 empty, which table 0211 reads as ASCII, so this keeps
+    it true: a sender in any ASCII-compatible set (Latin-1, UTF-8) reads the same bytes, and nothing
+    echoed from its message is lost. ACK fields are short, so the per-character path is cheap."""
+    if text.isascii():
+        return text
+    return "".join(
+        char if char.isascii() else f"\\X{char.encode('utf-8').hex().upper()}\\" for char in text
+    )
+
+
 def _location(expression: str | None) -> str:
     """`PID-3.1` -> ERR-2 `PID^1^3^^1` (segment, sequence, field, repetition, component)."""
     if not expression:
@@ -276,7 +305,8 @@ def build_ack(
     now: datetime,
     control_id: str,
 ) -> str:
-    """An ACK (MSH, MSA, one ERR per issue that is not information) as `\\r`-separated text.
+    """An ACK (MSH, MSA, one ERR per issue that is not information) as `\\r`-separated ASCII
+    text (`ascii_safe`).
 
     ERR-2 names the field (`PID^1^3`), ERR-3 carries HL7 table 0357 code 207 (application error) or
     101 (required field missing), ERR-4 the severity, ERR-8 the user message.
@@ -328,4 +358,4 @@ def build_ack(
     msa = "|".join(["MSA", code, header.get("control_id", ""), _escape(first_text)[:80]]).rstrip(
         "|"
     )
-    return "\r".join([msh, msa, *errs])
+    return ascii_safe("\r".join([msh, msa, *errs]))

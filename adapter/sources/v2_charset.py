@@ -1,0 +1,160 @@
+"""The character set of an HL7 v2 message, read from MSH-18 in its bytes, and its strict decoding.
+
+A v2 message names its character set in MSH-18 (HL7 v2.5.1 §2.15.9.18); the first repetition is the
+default character set of the whole message, later ones are alternates reached by ISO 2022 escape
+sequences. The delimiters are ASCII, so MSH-18 is read from the bytes before anything is decoded:
+MSH-1 is the byte after `MSH`, the repetition separator the third byte of MSH-2.
+
+Decoding is strict. Bytes invalid in the named set, a C1 control byte (0x80-0x9F) in an ISO 8859 set
+(table 0211 admits only its *printable* characters: such a byte almost always means Windows-1252
+text labelled 8859/1), an MSH-18 value we do not know, and ISO 2022 code switching all raise
+SourceParseError with expression `MSH-18` and the byte offset, never the text around it. Nothing is
+replaced: a wrong name or risk note is worse than a message refused with a reason.
+
+HL7 table 0211 (Alternate Character Sets), as published for v2.7.1-v2.9 at
+https://www.hl7.eu/HL7v2x/v29/hl7v29tab0211.htm and as CodeSystem
+http://terminology.hl7.org/CodeSystem/v2-0211 (https://build.fhir.org/ig/HL7/UTG/CodeSystem-v2-0211.html):
+
+    ASCII, ISO IR6         -> ascii         (ASCII is the default when MSH-18 is omitted)
+    8859/1 ... 8859/9      -> iso8859-1 ... iso8859-9
+    8859/15                -> iso8859-15
+    UNICODE UTF-8          -> utf-8
+    ISO IR100, ISO IR192   -> iso8859-1, utf-8: not in table 0211 but DICOM's defined terms
+                              (`ISO_IR 100`, `ISO_IR 192`), which imaging-side senders put in MSH-18
+    refused: UNICODE (names no encoding form: HAPI's HL7Charsets maps it to UTF-8, other toolkits
+             to UTF-16), UNICODE UTF-16/UTF-32 (not ASCII-compatible, so this MSH could not have
+             been read), ISO IR14/IR87/IR159 (ISO 2022 code switching), GB 18030-2000, KS X 1001,
+             CNS 11643-1992, BIG-5 (multi-byte sets whose trail bytes can equal a delimiter)
+
+Table values are case-sensitive (the table says so). When MSH-18 is empty the configured default
+(`Settings.v2_default_charset`, a Python codec; UTF-8 unless set) is used, strictly as well.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from adapter.errors import SourceParseError
+from adapter.issue import Issue, IssueCode
+
+TABLE_0211_CODECS: Final[dict[str, str]] = {
+    "ASCII": "ascii",
+    "ISO IR6": "ascii",
+    **{f"8859/{n}": f"iso8859-{n}" for n in range(1, 10)},
+    "8859/15": "iso8859-15",
+    "UNICODE UTF-8": "utf-8",
+    "ISO IR100": "iso8859-1",
+    "ISO IR192": "utf-8",
+}
+_REFUSED: Final[dict[str, str]] = {
+    "UNICODE": "names no encoding form (UTF-8 or UTF-16?); send UNICODE UTF-8",
+    "UNICODE UTF-16": "is not ASCII-compatible, yet this message's MSH was ASCII",
+    "UNICODE UTF-32": "is not ASCII-compatible, yet this message's MSH was ASCII",
+    **dict.fromkeys(
+        ("ISO IR14", "ISO IR87", "ISO IR159"), "needs ISO 2022 code switching, not supported here"
+    ),
+    **dict.fromkeys(
+        ("GB 18030-2000", "KS X 1001", "CNS 11643-1992", "BIG-5"),
+        "is a multi-byte set whose bytes can look like delimiters, not supported here",
+    ),
+}
+_FRAMING: Final = b"\x0b\x1c\r\n "
+_C1_CONTROL: Final = re.compile(rb"[\x80-\x9f]")
+_ESCAPE: Final = b"\x1b"
+
+
+def _refuse(code: IssueCode, text: str) -> SourceParseError:
+    return SourceParseError([Issue("fatal", code, text, expression="MSH-18")])
+
+
+def msh_18(data: bytes) -> tuple[str, bool] | None:
+    """(MSH-18's first repetition, whether alternate sets follow it), or None if `data` does not
+    start with an MSH segment (after MLLP framing and blank lines). A value that is not ASCII comes
+    back with its bytes as `\\xNN`, so it is reported as unknown, never matched by accident."""
+    start = 0 if data.startswith(b"MSH") else len(data) - len(data.lstrip(_FRAMING))
+    if not data.startswith(b"MSH", start):
+        return None
+    end = data.find(b"\r", start)
+    end = len(data) if end < 0 else end
+    newline = data.find(b"\n", start, end)
+    msh = data[start : end if newline < 0 else newline]
+    if len(msh) < 8:  # truncated: parse_message says so once the text is decoded
+        return "", False
+    fields = msh.split(msh[3:4])
+    if len(fields) < 18 or not fields[17]:
+        return "", False
+    first, *alternates = fields[17].split(msh[5:6])
+    value = first.strip(b" ").decode("ascii", errors="backslashreplace")
+    return value, any(a.strip(b" ") for a in alternates)
+
+
+def codec_for(value: str) -> str:
+    """The Python codec of a table 0211 value (MSH-18); SourceParseError for one we refuse."""
+    codec = TABLE_0211_CODECS.get(value)
+    if codec is not None:
+        return codec
+    reason = _REFUSED.get(value)
+    if reason is not None:
+        raise _refuse("not-supported", f"Character set {value} in MSH-18 {reason}")
+    raise _refuse(
+        "not-supported",
+        f"Character set {value[:40]!r} in MSH-18 is not an HL7 table 0211 value this adapter "
+        "decodes; nothing of the message was read",
+    )
+
+
+def decode_message(data: bytes, *, default_charset: str = "utf-8") -> str:
+    """The message as text, decoded strictly in the set MSH-18 names, or `default_charset` (a Python
+    codec, validated by Settings) when MSH-18 is empty. Offsets in errors count bytes of `data`."""
+    found = msh_18(data)
+    if found is None:
+        raise SourceParseError(
+            [
+                Issue(
+                    "fatal",
+                    "structure",
+                    "An HL7 v2 message starts with an MSH segment",
+                    expression="MSH",
+                )
+            ]
+        )
+    value, has_alternates = found
+    if value:
+        codec = codec_for(value)
+        label = f"{value} (MSH-18)"
+    else:
+        codec = default_charset
+        label = f"{default_charset} (the configured default; MSH-18 is empty)"
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise _refuse(
+            "structure",
+            f"Byte offset {exc.start} is not valid {label}; nothing of the message was read",
+        ) from exc
+    if codec.startswith("iso8859"):
+        control = _C1_CONTROL.search(data)
+        if control is not None:
+            raise _refuse(
+                "structure",
+                f"Byte offset {control.start()} is a C1 control byte (0x80-0x9F), not a printable "
+                f"character of {label}: Windows-1252 text labelled as ISO 8859?",
+            )
+    if has_alternates and (escape := data.find(_ESCAPE)) >= 0:
+        raise _refuse(
+            "not-supported",
+            f"Byte offset {escape} starts an ISO 2022 escape sequence: switching to an alternate "
+            "character set (MSH-18 repetitions) is not supported here",
+        )
+    return text
+
+
+def readable_text(data: bytes, *, default_charset: str = "utf-8") -> str:
+    """The message for a dead-letter file: decoded in its own set where that is known, otherwise in
+    the default, every undecodable byte kept as `\\xNN`, so nothing of it is lost."""
+    found = msh_18(data)
+    codec = default_charset
+    if found is not None and found[0]:
+        codec = TABLE_0211_CODECS.get(found[0], default_charset)
+    return data.decode(codec, errors="backslashreplace")
