@@ -10,16 +10,15 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from adapter.errors import SourceParseError
-from adapter.fhir.source_event import SourceEvent, stamp
+from adapter.fhir.source_event import stamp
 from adapter.issue import Issue
 from adapter.mapping.engine import MappingResult, apply_mapping
 from adapter.mapping.loader import MappingRegistry
+from adapter.mapping.source_events import source_event
 from adapter.mapping.spec import MappingSpec
-from adapter.mapping.transforms import TRANSFORMS
 from adapter.mapping.unit import UnitOutcome, submit, submit_batch
 from adapter.pipeline import Pipeline
 from adapter.sources.hl7v2 import build_ack, parse_message
@@ -40,10 +39,12 @@ class Inbound:
         """The mapped resources; those of a v2 message stamped with its source event, so an older
         message re-delivered later cannot overwrite what a newer one wrote (fhir/source_event.py)."""
         result = apply_mapping(spec, record, self.registry.concept_maps, self.settings)
-        found = v2_source_event(record)
-        if found is not None:
+        found = source_event(spec, record)
+        if found is not None and found.event is not None:
             for mapped in result.resources:
-                stamp(mapped.resource, found[0])
+                stamp(mapped.resource, found.event)
+        elif found is not None and found.problem is not None:
+            result.issues.append(Issue("error", "value", found.problem, expression=found.field))
         return result
 
     def ingest(self, spec: MappingSpec, record: SourceRecord) -> UnitOutcome:
@@ -56,7 +57,7 @@ class Inbound:
                 expression=record.locator,
             )
             return UnitOutcome(result, "rejected", [issue], http_status=400)
-        return _report_superseded(submit(self.pipeline, self.map(spec, record)))
+        return _report_superseded(spec, submit(self.pipeline, self.map(spec, record)))
 
     def ingest_batch(self, spec: MappingSpec, records: list[SourceRecord]) -> list[UnitOutcome]:
         """Maps every record and stores them in one commit (`unit.submit_batch`); outcomes in order."""
@@ -70,7 +71,7 @@ class Inbound:
             positions.append(i)
             results.append(self.map(spec, record))
         for i, outcome in zip(positions, submit_batch(self.pipeline, results), strict=True):
-            outcomes[i] = _report_superseded(outcome)
+            outcomes[i] = _report_superseded(spec, outcome)
         return [o for o in outcomes if o is not None]
 
     def handle_v2(self, text: str | bytes) -> tuple[UnitOutcome | None, str]:
@@ -115,40 +116,19 @@ class Inbound:
         return outcome, build_ack(header, code, outcome.issues, now=now, control_id=control_id)
 
 
-def v2_source_event(record: SourceRecord) -> tuple[SourceEvent, str] | None:
-    """(the event, the field its instant came from) of a v2 message: EVN-2 (when the event was
-    recorded), else MSH-7 (when the message was made); the sender is MSH-3|MSH-4. None for other
-    records, or when neither time can be read as a date and time (nothing is then compared)."""
-    if record.kind != "hl7v2":
-        return None
-    values = record.values
-    for field_name in ("EVN-2", "MSH-7"):
-        text = values.get(field_name) or values.get(f"{field_name}.1")
-        if not text:
-            continue
-        value, problem = TRANSFORMS["datetime"](text)
-        if problem is not None or not isinstance(value, str) or "T" not in value:
-            continue
-        header = record.header
-        sender = f"{header.get('sending_application', '')}|{header.get('sending_facility', '')}"
-        event = SourceEvent(sender, datetime.fromisoformat(value), header.get("control_id", ""))
-        return event, field_name
-    return None
-
-
-def _report_superseded(outcome: UnitOutcome) -> UnitOutcome:
-    """A warning per resource a v2 message did not overwrite because a later event of the same
-    sender is stored: the ACK stays AA (the message was processed) with an ERR saying so."""
+def _report_superseded(spec: MappingSpec, outcome: UnitOutcome) -> UnitOutcome:
+    """A warning per resource a record did not overwrite because a later event of the same
+    sender is stored: a v2 ACK stays AA (the message was processed) with an ERR saying so."""
     if not outcome.superseded:
         return outcome
-    found = v2_source_event(outcome.result.record)
-    where = found[1] if found is not None else "MSH-7"
+    found = source_event(spec, outcome.result.record)
+    where = found.field if found is not None else None
     outcome.issues += [
         Issue(
             "warning",
             "business-rule",
             f"{ref} not updated: it already reflects a later event from the same sender, so this "
-            "older message is superseded",
+            "older record is superseded",
             expression=where,
         )
         for ref in outcome.superseded
