@@ -21,7 +21,7 @@ from adapter.mapping.source_events import source_event
 from adapter.mapping.spec import MappingSpec
 from adapter.mapping.unit import UnitOutcome, submit, submit_batch
 from adapter.pipeline import Pipeline
-from adapter.sources.hl7v2 import build_ack, parse_message
+from adapter.sources.hl7v2 import build_ack, envelope, parse_message
 from adapter.sources.record import ERROR_KEY, SourceRecord
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,8 @@ class Inbound:
         control_id = uuid.uuid4().hex[:20]
         try:
             record = parse_message(text, default_charset=self.v2_default_charset)
-        except SourceParseError as exc:
-            return None, build_ack({}, "AR", exc.issues, now=now, control_id=control_id)
+        except SourceParseError as exc:  # still answer the message by its MSH-10 where readable
+            return None, build_ack(envelope(text), "AR", exc.issues, now=now, control_id=control_id)
         header = record.header
         spec = self.registry.for_message(header["message_type"], header["trigger"])
         if spec is None:

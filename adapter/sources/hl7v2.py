@@ -81,6 +81,48 @@ def read_messages(data: bytes, name: str, *, default_charset: str = "utf-8") -> 
     return records
 
 
+def envelope(data: str | bytes) -> dict[str, str]:
+    """The MSH fields an ACK echoes (the header keys of `parse_message`), read best-effort from a
+    message that could not be parsed or decoded, so even its AR names the message it answers
+    (MSA-2 = MSH-10) and goes back to its sender. A field that is not plain ASCII is left empty:
+    envelope fields are, and nothing else of the message is read."""
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", errors="replace")
+    start = raw.find(b"MSH")
+    if start < 0:
+        return {}
+    end = min(
+        (i for i in (raw.find(b"\r", start), raw.find(b"\n", start)) if i >= 0), default=len(raw)
+    )
+    msh = raw[start:end]
+    if len(msh) < 8:
+        return {}
+    fields = msh.split(msh[3:4])
+    component = msh[4:5]
+
+    def first(number: int, index: int = 0) -> str:
+        # MSH-1 is the separator itself, so MSH-n is fields[n - 1]
+        if len(fields) < number:
+            return ""
+        parts = fields[number - 1].split(component)
+        if len(parts) <= index:
+            return ""
+        try:
+            return parts[index].decode("ascii").strip()
+        except UnicodeDecodeError:
+            return ""
+
+    return {
+        "message_type": first(9),
+        "trigger": first(9, 1),
+        "control_id": first(10),
+        "version": first(12),
+        "sending_application": first(3),
+        "sending_facility": first(4),
+        "receiving_application": first(5),
+        "receiving_facility": first(6),
+    }
+
+
 def _delimiters(raw: str) -> tuple[str, str, str, hl7.Message]:
     """(field, component, repetition separators, the MSH segment parsed by python-hl7). The MSH
     parse gives the escape rules of this message's own encoding characters (MSH-1, MSH-2)."""

@@ -90,6 +90,9 @@ def test_latin1_bytes_with_empty_msh_18_and_the_utf8_default_get_ar_and_nothing_
     _assert_refused_naming_msh_18(ack)
     assert f"Byte offset {offset} " in ack
     assert services.repo.count() == 0
+    msh, msa = _segments(ack)[:2]
+    assert msa.startswith("MSA|AR|REF0001|"), "the AR names the message it answers (MSH-10)"
+    assert msh.split("|")[2:6] == ["CMH-ADAPTER", "CMHT", "EMIS", "Y12345"], "back to its sender"
 
 
 def test_with_a_latin1_default_the_same_message_is_accepted(services):
@@ -139,6 +142,9 @@ def test_windows_1252_text_labelled_8859_1_is_refused_not_stored_with_a_control_
     _assert_refused_naming_msh_18(ack)
     assert f"Byte offset {offset} " in ack
     assert services.repo.count() == 0
+    msh, msa = _segments(ack)[:2]
+    assert msa.startswith("MSA|AR|REF0001|"), "the AR names the message it answers (MSH-10)"
+    assert msh.split("|")[2:6] == ["CMH-ADAPTER", "CMHT", "EMIS", "Y12345"], "back to its sender"
 
 
 # -- decoding, without a store -------------------------------------------------------------------
@@ -287,3 +293,14 @@ def test_the_default_charset_comes_from_the_environment(monkeypatch):
     assert Settings(_env_file=None).v2_default_charset == "iso8859-1"
     monkeypatch.delenv("ADAPTER_V2_DEFAULT_CHARSET")
     assert Settings().v2_default_charset == "utf-8"
+
+
+def test_the_envelope_of_an_unreadable_message_is_read_from_ascii_fields_only():
+    from adapter.sources.hl7v2 import envelope
+
+    data = referral("").encode("latin-1").replace(b"|REF0001|", b"|R\xe9F1|")
+    header = envelope(b"\x0b" + data)
+    assert header["control_id"] == "", "a non-ASCII field is left empty, not guessed"
+    assert (header["sending_application"], header["trigger"]) == ("EMIS", "I12")
+    assert envelope(b"not a message") == {}
+    assert envelope("MSH|^~\\&|A|B|C|D|20261120||ADT^A01|X9|P|2.5.1")["control_id"] == "X9"
