@@ -10,30 +10,21 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from adapter.fhir.source_event import SOURCE_EVENT_URL, SourceEvent, event_of, stamp, superseding
-from adapter.mapping.inbound import Inbound
 from adapter.mapping.source_events import source_event
 from adapter.sources import read_extract
 from adapter.sources.hl7v2 import parse_message
-from adapter.wiring import build_services
+from tests.unit.mapping import test_inbound
 from tests.unit.mapping.golden import FIXTURES, registry
+
+# the store and Inbound fixtures of test_inbound, shared rather than copied
+services = test_inbound.services
+inbound = test_inbound.inbound
 
 ADT = FIXTURES / "hl7v2-adt-a01-a03-encounter"
 A01 = (ADT / "admission" / "input.hl7").read_text()
 A03 = (ADT / "discharge" / "input.hl7").read_text()
 ENCOUNTER = "Encounter/586ed2fa44208f8891d925282475efefe6f37db0"
 EPISODE = "EpisodeOfCare/f45cb9a4da1d18fa4405e445dbf46785798b7578"
-
-
-@pytest.fixture
-def services(settings):
-    s = build_services(settings)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def inbound(services):
-    return Inbound(services.pipeline, registry())
 
 
 def _current(services, ref: str):
