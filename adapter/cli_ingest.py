@@ -28,6 +28,8 @@ console = Console(stderr=True)
 
 
 def _inbound(settings: Settings) -> tuple[Inbound, object]:
+    import logging
+
     from adapter.runtime import settle_heap
     from adapter.wiring import build_services
 
@@ -36,16 +38,37 @@ def _inbound(settings: Settings) -> tuple[Inbound, object]:
         services.pipeline,
         load_registry(settings.mappings_dir),
         v2_default_charset=settings.v2_default_charset,
+        v2_sender_charsets=settings.v2_sender_charsets,
+    )
+    overrides = settings.v2_sender_charsets
+    # a warning when any is set: those senders' MSH-18 labels are not trusted (no patient data)
+    logging.getLogger(__name__).log(
+        logging.WARNING if overrides else logging.INFO,
+        "v2 sender character-set overrides in force: %d",
+        len(overrides),
+        extra={"v2_sender_charsets": dict(sorted(overrides.items()))},
     )
     settle_heap()  # a long ingest or listener: freeze the start-up heap (adapter/runtime.py)
     return inbound, services
 
 
-def _records(path: Path, kind: str, *, v2_default_charset: str = "utf-8") -> list[SourceRecord]:
+def _records(
+    path: Path,
+    kind: str,
+    *,
+    v2_default_charset: str = "utf-8",
+    v2_sender_charsets: dict[str, str] | None = None,
+) -> list[SourceRecord]:
     data = path.read_bytes()
     if kind == "hl7v2":
-        # each message decoded by its own MSH-18; one that cannot be is dead-lettered on its own
-        return read_messages(data, path.name, default_charset=v2_default_charset)
+        # each message decoded by its own MSH-18 (or its sender's configured set); one that cannot
+        # be is dead-lettered on its own
+        return read_messages(
+            data,
+            path.name,
+            default_charset=v2_default_charset,
+            sender_charsets=v2_sender_charsets,
+        )
     if kind == "fhir":
         return fhir_records(data, path.name)
     return list(read_extract(data, path.name))
@@ -126,7 +149,10 @@ def ingest(
         for path in files:
             try:
                 records = _records(
-                    path, spec.source_kind, v2_default_charset=settings.v2_default_charset
+                    path,
+                    spec.source_kind,
+                    v2_default_charset=settings.v2_default_charset,
+                    v2_sender_charsets=settings.v2_sender_charsets,
                 )
             except (SourceParseError, OSError) as exc:
                 # the whole file is unreadable: dead-letter it and go on with the next file

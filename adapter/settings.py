@@ -112,6 +112,42 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} does not read ASCII bytes as ASCII")
         return codec
 
+    #: Character set per HL7 v2 sender, JSON keyed `MSH-3|MSH-4` (first components), e.g.
+    #: {"RIO|RT5": "cp1252"}: that sender's messages are decoded strictly in this Python codec when
+    #: MSH-18 is empty or a single-byte label (a channel configured to fix Windows-1252 labelled
+    #: 8859/1); a UTF-8 label and a refused MSH-18 still decide (sources/v2_charset.py).
+    v2_sender_charsets: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("v2_sender_charsets")
+    @classmethod
+    def _v2_sender_charsets_are_ascii_compatible_codecs_by_sender(
+        cls, value: dict[str, str]
+    ) -> dict[str, str]:
+        """Each codec checked as v2_default_charset is; each key `APP|FACILITY`, both non-empty
+        and free of HL7 delimiters and surrounding space, or it could never match a message (or
+        would match every message with an empty MSH-4)."""
+        checked: dict[str, str] = {}
+        for key, codec in value.items():
+            application, separator, facility = key.partition("|")
+            parts = (application, facility)
+            if not separator or not all(
+                part
+                and part.isascii()
+                and part.isprintable()
+                and part == part.strip()
+                and not set(part) & set("|^~\\&")
+                for part in parts
+            ):
+                raise ValueError(
+                    f"sender {key!r} is not `MSH-3|MSH-4` (application|facility, both non-empty "
+                    "ASCII without HL7 delimiters)"
+                )
+            try:
+                checked[key] = cls._v2_default_charset_is_an_ascii_compatible_codec(codec)
+            except ValueError as exc:
+                raise ValueError(f"sender {key!r}: {exc}") from exc
+        return checked
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -34,6 +34,8 @@ class Inbound:
     settings: Mapping[str, Any] = field(default_factory=dict)
     #: Codec of a v2 message whose MSH-18 is empty (Settings.v2_default_charset).
     v2_default_charset: str = "utf-8"
+    #: Codec per v2 sender, `MSH-3|MSH-4` -> codec (Settings.v2_sender_charsets).
+    v2_sender_charsets: Mapping[str, str] = field(default_factory=dict)
 
     def map(self, spec: MappingSpec, record: SourceRecord) -> MappingResult:
         """The mapped resources; those of a v2 message stamped with its source event, so an older
@@ -84,7 +86,11 @@ class Inbound:
         now = self.pipeline.clock.now()
         control_id = uuid.uuid4().hex[:20]
         try:
-            record = parse_message(text, default_charset=self.v2_default_charset)
+            record = parse_message(
+                text,
+                default_charset=self.v2_default_charset,
+                sender_charsets=self.v2_sender_charsets,
+            )
         except SourceParseError as exc:  # still answer the message by its MSH-10 where readable
             return None, build_ack(envelope(text), "AR", exc.issues, now=now, control_id=control_id)
         header = record.header

@@ -7,13 +7,14 @@ components is keyed per component (`PID-5.1`), otherwise whole (`PID-8`, also re
 fields (`PID-3`) are the record's groups.
 
 Bytes are decoded strictly in the character set MSH-18 names (`v2_charset.py`), each message of a
-file by its own MSH-18, so a Latin-1 `Zoë` is never stored as `Zo\ufffd`.
+file by its own MSH-18 (or the set configured for its sender), so a Latin-1 `Zoë` is never stored
+as `Zo\ufffd`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Final
@@ -53,26 +54,45 @@ def split_message_bytes(data: bytes) -> Iterator[bytes]:
         yield b"\r".join(current)
 
 
-def split_messages(data: bytes, *, default_charset: str = "utf-8") -> Iterator[str]:
+def split_messages(
+    data: bytes,
+    *,
+    default_charset: str = "utf-8",
+    sender_charsets: Mapping[str, str] | None = None,
+) -> Iterator[str]:
     """The messages of a file as text (`split_message_bytes`, then `decode_message`); raises
     SourceParseError naming MSH-18 at the first message that cannot be decoded."""
     for message in split_message_bytes(data):
-        yield decode_message(message, default_charset=default_charset)
+        yield decode_message(
+            message, default_charset=default_charset, sender_charsets=sender_charsets
+        )
 
 
-def read_messages(data: bytes, name: str, *, default_charset: str = "utf-8") -> list[SourceRecord]:
+def read_messages(
+    data: bytes,
+    name: str,
+    *,
+    default_charset: str = "utf-8",
+    sender_charsets: Mapping[str, str] | None = None,
+) -> list[SourceRecord]:
     """Every message of a v2 file as a record. A message that cannot be decoded or parsed becomes a
     record carrying its reasons under ERROR_KEY (and its text, undecodable bytes kept as `\\xNN`),
     so one bad message is dead-lettered on its own instead of stopping the file."""
     records: list[SourceRecord] = []
     for i, message in enumerate(split_message_bytes(data), start=1):
         try:
-            records.append(parse_message(message, default_charset=default_charset))
+            records.append(
+                parse_message(
+                    message, default_charset=default_charset, sender_charsets=sender_charsets
+                )
+            )
         except SourceParseError as exc:
             reasons = "; ".join(
                 f"{x.expression}: {x.text}" if x.expression else x.text for x in exc.issues
             )
-            raw = readable_text(message, default_charset=default_charset)
+            raw = readable_text(
+                message, default_charset=default_charset, sender_charsets=sender_charsets
+            )
             records.append(
                 SourceRecord(
                     "hl7v2", f"{name} message {i}", {}, raw=raw, header={ERROR_KEY: reasons}
@@ -151,10 +171,20 @@ def _encoding_header(encoding: str) -> hl7.Message:
     return hl7.parse(encoding)
 
 
-def parse_message(text: str | bytes, *, default_charset: str = "utf-8") -> SourceRecord:
+def parse_message(
+    text: str | bytes,
+    *,
+    default_charset: str = "utf-8",
+    sender_charsets: Mapping[str, str] | None = None,
+) -> SourceRecord:
     """One message. Bytes are decoded strictly by MSH-18, or `default_charset` (a Python codec)
-    when MSH-18 is empty (`v2_charset.decode_message`); text is taken as already decoded."""
-    raw = decode_message(text, default_charset=default_charset) if isinstance(text, bytes) else text
+    when MSH-18 is empty, or the codec `sender_charsets` gives its `MSH-3|MSH-4`
+    (`v2_charset.decode_message`); text is taken as already decoded."""
+    raw = (
+        decode_message(text, default_charset=default_charset, sender_charsets=sender_charsets)
+        if isinstance(text, bytes)
+        else text
+    )
     raw = _normalise(raw)
     if not raw.startswith("MSH"):
         raise SourceParseError(

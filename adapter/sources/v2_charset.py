@@ -28,12 +28,25 @@ http://terminology.hl7.org/CodeSystem/v2-0211 (https://build.fhir.org/ig/HL7/UTG
 
 Table values are case-sensitive (the table says so). When MSH-18 is empty the configured default
 (`Settings.v2_default_charset`, a Python codec; UTF-8 unless set) is used, strictly as well.
+
+A sender may have a configured set instead (`Settings.v2_sender_charsets`, keyed `MSH-3|MSH-4`,
+first components as `hl7v2.envelope` reads them), as an interface engine channel does: RiO-style
+feeds send Windows-1252 labelled `8859/1`. It replaces an empty MSH-18 and every single-byte label
+(ASCII, 8859/n, ISO IR6, ISO IR100), strictly as well. It never replaces a UTF-8 label (UNICODE
+UTF-8, ISO IR192): UTF-8 checks itself, so bytes that decode as UTF-8 are UTF-8 (a sender fixed
+to send it is read right), while the same bytes read as Windows-1252 would be stored garbled
+without an error. Nor does it rescue a label refused above (not ASCII-compatible, ambiguous,
+ISO 2022, multi-byte, unknown): such a label says the sender sends something other than what its
+channel was configured for. The sender is read from the bytes already split for MSH-18, and only
+when overrides are configured.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Final
+from collections.abc import Mapping
+from typing import Final, TypeAlias
 
 from adapter.errors import SourceParseError
 from adapter.issue import Issue, IssueCode
@@ -62,16 +75,22 @@ _REFUSED: Final[dict[str, str]] = {
 _FRAMING: Final = b"\x0b\x1c\r\n "
 _C1_CONTROL: Final = re.compile(rb"[\x80-\x9f]")
 _ESCAPE: Final = b"\x1b"
+#: Codecs whose MSH-18 label a sender override does not replace (see the module docstring).
+_SELF_CHECKING_CODECS: Final = frozenset({"utf-8"})
 
 
 def _refuse(code: IssueCode, text: str) -> SourceParseError:
     return SourceParseError([Issue("fatal", code, text, expression="MSH-18")])
 
 
-def msh_18(data: bytes) -> tuple[str, bool] | None:
-    """(MSH-18's first repetition, whether alternate sets follow it), or None if `data` does not
-    start with an MSH segment (after MLLP framing and blank lines). A value that is not ASCII comes
-    back with its bytes as `\\xNN`, so it is reported as unknown, never matched by accident."""
+#: The MSH segment at the start of a message, as bytes: its fields split at MSH-1 (MSH-n is
+#: `fields[n - 1]`; none when the segment is too short to hold MSH-2), and MSH-2's component and
+#: repetition separators. A plain tuple: it is built for every message.
+_Msh: TypeAlias = tuple[list[bytes], bytes, bytes]
+
+
+def _read_msh(data: bytes) -> _Msh | None:
+    """The MSH segment `data` starts with (after MLLP framing and blank lines), or None."""
     start = 0 if data.startswith(b"MSH") else len(data) - len(data.lstrip(_FRAMING))
     if not data.startswith(b"MSH", start):
         return None
@@ -80,13 +99,48 @@ def msh_18(data: bytes) -> tuple[str, bool] | None:
     newline = data.find(b"\n", start, end)
     msh = data[start : end if newline < 0 else newline]
     if len(msh) < 8:  # truncated: parse_message says so once the text is decoded
-        return "", False
-    fields = msh.split(msh[3:4])
+        return [], b"", b""
+    return msh.split(msh[3:4]), msh[4:5], msh[5:6]
+
+
+def _charset_field(msh: _Msh) -> tuple[str, bool]:
+    fields, _, repetition = msh
     if len(fields) < 18 or not fields[17]:
         return "", False
-    first, *alternates = fields[17].split(msh[5:6])
+    first, *alternates = fields[17].split(repetition)
     value = first.strip(b" ").decode("ascii", errors="backslashreplace")
     return value, any(a.strip(b" ") for a in alternates)
+
+
+def _sender(msh: _Msh) -> str:
+    """`MSH-3|MSH-4`, first components, read as `hl7v2.envelope` reads them: ASCII, whitespace
+    stripped, a field that is not ASCII empty."""
+    fields, component, _ = msh
+
+    def first(number: int) -> str:
+        if len(fields) < number:
+            return ""
+        try:
+            return fields[number - 1].split(component)[0].decode("ascii").strip()
+        except UnicodeDecodeError:
+            return ""
+
+    return f"{first(3)}|{first(4)}"
+
+
+def msh_18(data: bytes) -> tuple[str, bool] | None:
+    """(MSH-18's first repetition, whether alternate sets follow it), or None if `data` does not
+    start with an MSH segment (after MLLP framing and blank lines). A value that is not ASCII comes
+    back with its bytes as `\\xNN`, so it is reported as unknown, never matched by accident."""
+    msh = _read_msh(data)
+    return None if msh is None else _charset_field(msh)
+
+
+def sender_key(data: bytes) -> str | None:
+    """The key of `Settings.v2_sender_charsets` for this message (`EMIS|Y12345`), or None if
+    `data` does not start with an MSH segment."""
+    msh = _read_msh(data)
+    return None if msh is None else _sender(msh)
 
 
 def codec_for(value: str) -> str:
@@ -104,11 +158,42 @@ def codec_for(value: str) -> str:
     )
 
 
-def decode_message(data: bytes, *, default_charset: str = "utf-8") -> str:
+def _choose(
+    value: str, msh: _Msh, default_charset: str, sender_charsets: Mapping[str, str] | None
+) -> tuple[str, str | None]:
+    """(The codec to decode in, the sender whose override chose it or None): MSH-18's (`value`,
+    refused as `codec_for` says, override or not), unless the sender has an override and MSH-18
+    is empty or a single-byte label; else the default. Without overrides, no sender is read."""
+    codec = codec_for(value) if value else None
+    if sender_charsets and codec not in _SELF_CHECKING_CODECS:
+        key = _sender(msh)
+        override = sender_charsets.get(key)
+        if override is not None:
+            return override, key
+    return (default_charset if codec is None else codec), None
+
+
+def _label(codec: str, value: str, sender: str | None) -> str:
+    """How an error names the set it decoded in: where the set came from, never the content."""
+    if sender is not None:
+        return f"{codec} (configured for sender {sender}; MSH-18 {value or 'empty'})"
+    if value:
+        return f"{value} (MSH-18)"
+    return f"{codec} (the configured default; MSH-18 is empty)"
+
+
+def decode_message(
+    data: bytes,
+    *,
+    default_charset: str = "utf-8",
+    sender_charsets: Mapping[str, str] | None = None,
+) -> str:
     """The message as text, decoded strictly in the set MSH-18 names, or `default_charset` (a Python
-    codec, validated by Settings) when MSH-18 is empty. Offsets in errors count bytes of `data`."""
-    found = msh_18(data)
-    if found is None:
+    codec, validated by Settings) when MSH-18 is empty; `sender_charsets` (`MSH-3|MSH-4` -> codec,
+    validated by Settings) override both as the module docstring says. Offsets in errors count
+    bytes of `data`."""
+    msh = _read_msh(data)
+    if msh is None:
         raise SourceParseError(
             [
                 Issue(
@@ -119,19 +204,15 @@ def decode_message(data: bytes, *, default_charset: str = "utf-8") -> str:
                 )
             ]
         )
-    value, has_alternates = found
-    if value:
-        codec = codec_for(value)
-        label = f"{value} (MSH-18)"
-    else:
-        codec = default_charset
-        label = f"{default_charset} (the configured default; MSH-18 is empty)"
+    value, has_alternates = _charset_field(msh)
+    codec, sender = _choose(value, msh, default_charset, sender_charsets)
     try:
         text = data.decode(codec)
     except UnicodeDecodeError as exc:
         raise _refuse(
             "structure",
-            f"Byte offset {exc.start} is not valid {label}; nothing of the message was read",
+            f"Byte offset {exc.start} is not valid {_label(codec, value, sender)}; nothing of the "
+            "message was read",
         ) from exc
     if codec.startswith("iso8859"):
         control = _C1_CONTROL.search(data)
@@ -139,7 +220,8 @@ def decode_message(data: bytes, *, default_charset: str = "utf-8") -> str:
             raise _refuse(
                 "structure",
                 f"Byte offset {control.start()} is a C1 control byte (0x80-0x9F), not a printable "
-                f"character of {label}: Windows-1252 text labelled as ISO 8859?",
+                f"character of {_label(codec, value, sender)}: Windows-1252 text labelled as "
+                "ISO 8859?",
             )
     if has_alternates and (escape := data.find(_ESCAPE)) >= 0:
         raise _refuse(
@@ -150,11 +232,18 @@ def decode_message(data: bytes, *, default_charset: str = "utf-8") -> str:
     return text
 
 
-def readable_text(data: bytes, *, default_charset: str = "utf-8") -> str:
-    """The message for a dead-letter file: decoded in its own set where that is known, otherwise in
-    the default, every undecodable byte kept as `\\xNN`, so nothing of it is lost."""
-    found = msh_18(data)
+def readable_text(
+    data: bytes,
+    *,
+    default_charset: str = "utf-8",
+    sender_charsets: Mapping[str, str] | None = None,
+) -> str:
+    """The message for a dead-letter file: decoded in the set `decode_message` would use where that
+    is known, otherwise in the default, every undecodable byte kept as `\\xNN`, so nothing of it
+    is lost."""
+    msh = _read_msh(data)
     codec = default_charset
-    if found is not None and found[0]:
-        codec = TABLE_0211_CODECS.get(found[0], default_charset)
+    if msh is not None:
+        with contextlib.suppress(SourceParseError):  # an MSH-18 we refuse: shown in the default
+            codec = _choose(_charset_field(msh)[0], msh, default_charset, sender_charsets)[0]
     return data.decode(codec, errors="backslashreplace")
