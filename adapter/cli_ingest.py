@@ -198,10 +198,56 @@ def ingest(
 def mllp(
     port: Annotated[int, typer.Option(help="TCP port")] = 2575,
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate chain: TLS on (with --tls-key) [ADAPTER_MLLP_TLS_CERT]"),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of --tls-cert [ADAPTER_MLLP_TLS_KEY]")
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM CA: require a client certificate it signed (mutual TLS) "
+            "[ADAPTER_MLLP_TLS_CLIENT_CA]"
+        ),
+    ] = None,
 ) -> None:
-    """Listen for HL7 v2 over MLLP; each message is answered with an AA/AE/AR ACK."""
-    from adapter.mllp import run
+    """Listen for HL7 v2 over MLLP; each message is answered with an AA/AE/AR ACK.
 
-    inbound, _ = _inbound(Settings())
-    console.print(f"MLLP listening on {host}:{port}")
-    run(inbound, host, port)
+    Plain TCP unless given a certificate and key (then TLS 1.2 or later). With a client CA too,
+    only senders holding a certificate it signed get past the handshake (mutual TLS)."""
+    from adapter.mllp import TlsConfigurationError, run, server_tls_context
+
+    settings = Settings()
+    cert = tls_cert or settings.mllp_tls_cert
+    key = tls_key or settings.mllp_tls_key
+    client_ca = tls_client_ca or settings.mllp_tls_client_ca
+    if (cert is None) != (key is None):
+        missing = "--tls-key" if key is None else "--tls-cert"
+        raise typer.BadParameter(
+            f"{missing} is missing: TLS needs both --tls-cert and --tls-key "
+            "(or ADAPTER_MLLP_TLS_CERT and ADAPTER_MLLP_TLS_KEY)",
+            param_hint=f"'{missing}'",
+        )
+    if client_ca is not None and cert is None:
+        raise typer.BadParameter(
+            "a client CA needs TLS: give --tls-cert and --tls-key too",
+            param_hint="'--tls-client-ca'",
+        )
+    tls = None
+    if cert is not None and key is not None:
+        try:
+            tls = server_tls_context(cert, key, client_ca)
+        except TlsConfigurationError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+
+    inbound, _ = _inbound(settings)
+    if tls is None:
+        mode = "plain TCP, no TLS: messages cross the network unencrypted"
+    elif client_ca is None:
+        mode = "TLS 1.2+ on, mutual TLS off (any client may connect)"
+    else:
+        mode = f"TLS 1.2+ on, mutual TLS on (client certificates signed by {client_ca})"
+    console.print(f"MLLP listening on {host}:{port} ({mode})", soft_wrap=True, markup=False)
+    run(inbound, host, port, tls)

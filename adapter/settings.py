@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     #: None means "derive from the request".
     public_base_url: str | None = None
 
+    #: `adapter mllp` over TLS (1.2 or later): PEM certificate chain and private key, both or
+    #: neither (plain TCP). With a client CA, mutual TLS: a client certificate signed by that CA is
+    #: required. The `--tls-cert`, `--tls-key` and `--tls-client-ca` options override these.
+    mllp_tls_cert: Path | None = None
+    mllp_tls_key: Path | None = None
+    mllp_tls_client_ca: Path | None = None
+
     profiles_dir: Path = PROJECT_ROOT / "profiles"
     mappings_dir: Path = PROJECT_ROOT / "mappings"
 
