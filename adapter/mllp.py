@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from adapter.mapping.inbound import Inbound
-from adapter.sources.hl7v2 import ascii_safe
+from adapter.sources.v2_ack import ascii_safe
 
 log = logging.getLogger(__name__)
 START: Final = b"\x0b"

@@ -13,7 +13,7 @@ written from a v2 message carries in `meta.extension` the event it came from:
 
 A write stamped with an event *older* than the stored version's event *from the same sender* is
 superseded: the pipeline leaves it unwritten and answers with the stored version
-(`pipeline/bundles.py`). Events from different senders are not compared (their clocks are not
+(`pipeline/execute.py`). Events from different senders are not compared (their clocks are not
 comparable), and an unstamped write (REST, CSV extracts, BaRS messages) is judged as before. Equal
 instants are not superseded: the later arrival wins, as without stamps.
 """

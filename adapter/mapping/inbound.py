@@ -21,8 +21,9 @@ from adapter.mapping.source_events import source_event
 from adapter.mapping.spec import MappingSpec
 from adapter.mapping.unit import UnitOutcome, submit, submit_batch
 from adapter.pipeline import Pipeline
-from adapter.sources.hl7v2 import build_ack, envelope, parse_message
+from adapter.sources.hl7v2 import parse_message
 from adapter.sources.record import ERROR_KEY, SourceRecord
+from adapter.sources.v2_ack import build_ack, envelope
 
 log = logging.getLogger(__name__)
 

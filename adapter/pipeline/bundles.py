@@ -1,7 +1,8 @@
 """Transaction and batch Bundles, and bulk batches of transactions, written through a Pipeline.
 
 A transaction is prepared (entries parsed, ids assigned, conditional matches found, working copies
-made), judged whole with the Bundle in view, and written all or nothing in the order R4 prescribes.
+made), judged whole with the Bundle in view, and written all or nothing in the order R4 prescribes
+(each entry by `execute.py`).
 A bulk batch shares one commit: each transaction in it keeps a savepoint of its own.
 """
 
@@ -12,27 +13,25 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from adapter.context import ValidationContext
-from adapter.errors import AdapterError, Conflict, InputError, PreconditionFailed
+from adapter.errors import AdapterError, InputError, PreconditionFailed
 from adapter.fhir.prepare import prepared_copy
 from adapter.fhir.search import parse_query_string
-from adapter.fhir.source_event import SourceEvent, event_of, superseding
+from adapter.fhir.source_event import superseding
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 from adapter.outcome import operation_outcome
 from adapter.pipeline.entries import (
     METHOD_ORDER,
-    Entry,
     MatchChanged,
     new_id,
     parse_entries,
     recheck_conditional_matches,
 )
+from adapter.pipeline.execute import execute_entry
 from adapter.pipeline.hooks import WriteHook, call_hook
-from adapter.store.conditional import NOT_READ, conditional_lock_keys, unchanged_current
+from adapter.store.conditional import NOT_READ, conditional_lock_keys
 from adapter.store.repository import (
     Repository,
-    StoredResource,
     current_or_none,
     find_one_or_none,
     resource_lookup,
@@ -258,7 +257,9 @@ class BundleWriter:
                 recheck_conditional_matches(uow, entries)
             for e in sorted(entries, key=lambda x: (METHOD_ORDER[x.method], x.index)):
                 try:
-                    results[e.index] = self._execute(uow, e, judged_by_entry.get(e.index, []), ctx)
+                    results[e.index] = execute_entry(
+                        self.pipeline, uow, e, judged_by_entry.get(e.index, []), ctx
+                    )
                 except AdapterError as exc:
                     raise type(exc)(
                         [
@@ -276,112 +277,6 @@ class BundleWriter:
             "entry": [results[e.index] for e in entries],
         }
         return response
-
-    def _execute(
-        self, uow: Repository, e: Entry, judged: list[Issue], ctx: ValidationContext
-    ) -> JsonObject:
-        warnings = [i for i in judged if not i.is_blocking]
-        outcome = {"outcome": operation_outcome(warnings)} if warnings else {}
-        if e.method == "POST" and e.resource is not None:
-            if e.skip_create is not None:
-                s = e.skip_create
-                return {
-                    "fullUrl": f"{s.resource_type}/{s.id}",
-                    "response": {
-                        "status": "200 OK",
-                        "location": f"{s.resource_type}/{s.id}/_history/{s.version_id}",
-                        "etag": s.etag,
-                        "lastUpdated": s.resource["meta"]["lastUpdated"],
-                    },
-                }
-            stored = uow.create(e.resource, id=e.target_id)
-            self._store_provenance(uow, stored, judged, ctx)
-            return self._entry_response(stored, "201 Created", outcome)
-        if e.method == "PUT" and e.resource is not None and e.create_only:
-            try:
-                stored = uow.create(e.resource, id=e.target_id)
-            except Conflict as exc:
-                raise PreconditionFailed(
-                    [
-                        Issue(
-                            "error",
-                            "duplicate",
-                            f"{e.target_type}/{e.target_id} already exists (ifNoneMatch: *)",
-                            expression=f"Bundle.entry[{e.index}].request.ifNoneMatch",
-                        )
-                    ]
-                ) from exc
-            self._store_provenance(uow, stored, judged, ctx)
-            return self._entry_response(stored, "201 Created", outcome)
-        if e.method == "PUT" and e.resource is not None:
-            known = e.current
-            if event_of(e.resource) is not None:  # stamped: settle "superseded" under this unit
-                if known is NOT_READ:
-                    known = current_or_none(uow, str(e.target_type), str(e.target_id))
-                held = (
-                    superseding(known.resource, e.resource)
-                    if isinstance(known, StoredResource)
-                    else None
-                )
-                if held is not None:
-                    assert isinstance(known, StoredResource)
-                    return self._entry_response(
-                        known,
-                        "200 OK",
-                        {"outcome": operation_outcome([*warnings, _superseded(e, held)])},
-                    )
-            unchanged = unchanged_current(uow, e.resource, e.if_match, known)
-            if unchanged is not None:
-                return self._entry_response(unchanged, "200 OK", outcome)
-            stored, created = uow.update(e.resource, if_match=e.if_match)
-            self._store_provenance(uow, stored, judged, ctx)
-            return self._entry_response(stored, "201 Created" if created else "200 OK", outcome)
-        if e.method == "DELETE" and e.target_type and e.target_id:
-            uow.delete(e.target_type, e.target_id, if_match=e.if_match)
-            return {"response": {"status": "204 No Content"}}
-        if e.method == "GET":
-            path = e.url.split("?", 1)[0].strip("/").split("/")
-            if len(path) == 2:
-                stored = uow.read(path[0], path[1])
-                return {
-                    "fullUrl": f"{stored.resource_type}/{stored.id}",
-                    "resource": stored.resource,
-                    "response": {"status": "200 OK", "etag": stored.etag},
-                }
-            raise InputError(
-                [
-                    Issue(
-                        "error",
-                        "not-supported",
-                        "Only GET Type/id is supported in a transaction",
-                        expression=f"Bundle.entry[{e.index}].request.url",
-                    )
-                ]
-            )
-        raise InputError(
-            [Issue("error", "invalid", "Malformed entry", expression=f"Bundle.entry[{e.index}]")]
-        )
-
-    def _store_provenance(
-        self, uow: Repository, stored: StoredResource, judged: list[Issue], ctx: ValidationContext
-    ) -> None:
-        prov = self.pipeline.provenance_for(stored.resource, judged, ctx)
-        if prov is not None:
-            uow.create(prov)
-
-    @staticmethod
-    def _entry_response(stored: StoredResource, status: str, extra: JsonObject) -> JsonObject:
-        return {
-            "fullUrl": f"{stored.resource_type}/{stored.id}",
-            "resource": stored.resource,
-            "response": {
-                "status": status,
-                "location": f"{stored.resource_type}/{stored.id}/_history/{stored.version_id}",
-                "etag": stored.etag,
-                "lastUpdated": stored.resource["meta"]["lastUpdated"],
-                **extra,
-            },
-        }
 
     def batch(self, bundle: JsonObject) -> JsonObject:
         """Each entry on its own: one failing entry does not stop the others."""
@@ -413,22 +308,6 @@ class _Refused(Exception):
     def __init__(self, error: AdapterError):
         super().__init__(str(error))
         self.error = error
-
-
-def _superseded(e: Entry, held: SourceEvent) -> Issue:
-    """The warning for a stamped PUT left unwritten because the stored version is from a later
-    event of the same sender (fhir/source_event.py). No patient data: times and message ids."""
-    sent = event_of(e.resource)
-    older = f" ({sent.instant.isoformat()})" if sent is not None else ""
-    by = f" of message {held.message}" if held.message else ""
-    return Issue(
-        "warning",
-        "business-rule",
-        f"Not written: {e.target_type}/{e.target_id} already reflects a later event"
-        f"{by} ({held.instant.isoformat()}) from the same sender; this older event{older} is "
-        "superseded",
-        expression=f"Bundle.entry[{e.index}].resource.meta",
-    )
 
 
 def _reindex(issue: Issue, index: int) -> Issue:

@@ -30,7 +30,7 @@ Table values are case-sensitive (the table says so). When MSH-18 is empty the co
 (`Settings.v2_default_charset`, a Python codec; UTF-8 unless set) is used, strictly as well.
 
 A sender may have a configured set instead (`Settings.v2_sender_charsets`, keyed `MSH-3|MSH-4`,
-first components as `hl7v2.envelope` reads them), as an interface engine channel does: RiO-style
+first components as `v2_ack.envelope` reads them), as an interface engine channel does: RiO-style
 feeds send Windows-1252 labelled `8859/1`. It replaces an empty MSH-18 and every single-byte label
 (ASCII, 8859/n, ISO IR6, ISO IR100), strictly as well. It never replaces a UTF-8 label (UNICODE
 UTF-8, ISO IR192): UTF-8 checks itself, so bytes that decode as UTF-8 are UTF-8 (a sender fixed
@@ -113,7 +113,7 @@ def _charset_field(msh: _Msh) -> tuple[str, bool]:
 
 
 def _sender(msh: _Msh) -> str:
-    """`MSH-3|MSH-4`, first components, read as `hl7v2.envelope` reads them: ASCII, whitespace
+    """`MSH-3|MSH-4`, first components, read as `v2_ack.envelope` reads them: ASCII, whitespace
     stripped, a field that is not ASCII empty."""
     fields, component, _ = msh
 

@@ -15,8 +15,9 @@ import pytest
 from adapter.errors import SourceParseError
 from adapter.mapping.inbound import Inbound
 from adapter.settings import Settings
-from adapter.sources.hl7v2 import build_ack, parse_message, read_messages, split_messages
+from adapter.sources.hl7v2 import parse_message, read_messages, split_messages
 from adapter.sources.record import ERROR_KEY
+from adapter.sources.v2_ack import build_ack
 from adapter.sources.v2_charset import TABLE_0211_CODECS, decode_message, msh_18
 from adapter.store.repository import SearchQuery
 from tests.unit.mapping import test_inbound as _shared
@@ -296,7 +297,7 @@ def test_the_default_charset_comes_from_the_environment(monkeypatch):
 
 
 def test_the_envelope_of_an_unreadable_message_is_read_from_ascii_fields_only():
-    from adapter.sources.hl7v2 import envelope
+    from adapter.sources.v2_ack import envelope
 
     data = referral("").encode("latin-1").replace(b"|REF0001|", b"|R\xe9F1|")
     header = envelope(b"\x0b" + data)

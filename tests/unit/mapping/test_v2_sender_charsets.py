@@ -18,8 +18,9 @@ import pytest
 from adapter.cli import app
 from adapter.mapping.inbound import Inbound
 from adapter.settings import Settings
-from adapter.sources.hl7v2 import envelope, parse_message, read_messages, split_messages
+from adapter.sources.hl7v2 import parse_message, read_messages, split_messages
 from adapter.sources.record import ERROR_KEY
+from adapter.sources.v2_ack import envelope
 from adapter.sources.v2_charset import sender_key
 from adapter.store.repository import SearchQuery
 from tests.unit.cli import test_ingest_cli as _cli
