@@ -310,3 +310,18 @@ def test_unprocessable_content_is_422_with_the_servers_issues(repo):
     assert caught.value.status == 422
     assert caught.value.issues
     assert all(i.text.startswith("Backing server: ") for i in caught.value.issues)
+
+
+def test_the_source_event_stamp_in_meta_survives_the_round_trip(repo):
+    """HAZ-035's ordering reads the stored version's `meta.extension` stamp back: a backend that
+    dropped it would silently disable the check for resources read from it."""
+    from datetime import UTC, datetime
+
+    from adapter.fhir.source_event import SourceEvent, event_of, stamp
+
+    event = SourceEvent("RIO|RT5", datetime(2026, 12, 4, 10, 55, tzinfo=UTC), "ADT0002")
+    resource, _ = marked_patient()
+    stamp(resource, event)
+    created = repo.create(resource)
+    assert event_of(created.resource) == event
+    assert event_of(repo.read("Patient", created.id).resource) == event
