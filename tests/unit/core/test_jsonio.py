@@ -55,3 +55,27 @@ def test_without_store_meta_keeps_content_and_other_meta_in_order():
     only_ours = {**stored, "meta": {"versionId": "3", "lastUpdated": "2026-11-26T10:00:00Z"}}
     assert "meta" not in without_store_meta(only_ours)
     assert stored["meta"]["versionId"] == "3"  # the original is untouched
+
+
+@pytest.mark.parametrize(
+    ("sent", "held", "same"),
+    [
+        (4.38, Decimal("4.38"), True),  # a mapped mean, and the stored text read back
+        (4.5, Decimal("4.50"), True),  # the same decimal value
+        (4.38, Decimal("4.39"), False),
+        (5, Decimal("5"), True),
+        (1, True, False),  # a boolean is never a number
+        (True, True, True),
+        ("4.38", Decimal("4.38"), False),  # a string is not a number
+        ({"a": [1, {"b": 2.1}]}, {"a": [1, {"b": Decimal("2.10")}]}, True),
+        ({"a": [1, {"b": 2.1}]}, {"a": [1, {"b": Decimal("2.2")}]}, False),
+        ({"a": 1}, {"a": 1, "b": None}, False),
+        ([1, 2], [2, 1], False),
+        (None, None, True),
+    ],
+)
+def test_same_json_compares_numbers_by_decimal_value_and_nothing_else_loosely(sent, held, same):
+    from adapter.fhir.meta import same_json
+
+    assert same_json(sent, held) is same
+    assert same_json(held, sent) is same

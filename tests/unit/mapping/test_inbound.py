@@ -8,6 +8,7 @@ import pytest
 
 from adapter.mapping.inbound import Inbound
 from adapter.sources import read_extract
+from adapter.store.repository import SearchQuery
 from adapter.wiring import build_services
 from tests.unit.mapping.golden import FIXTURES, registry
 
@@ -137,3 +138,26 @@ def test_an_unexpected_failure_gets_ar_asking_for_a_resend_and_stores_nothing(
     assert record.error == "RuntimeError"
     logged = caplog.text + repr(record.__dict__)
     assert "9990000018" not in logged and "disk on fire" not in logged
+
+
+def test_resending_a_dialog_whose_mean_is_not_a_binary_fraction_adds_no_version(services, inbound):
+    """A mean like 4.38 is a float in the mapping and a Decimal once read back from the store; the
+    no-op check must compare them as the same JSON number, or every re-send adds a version."""
+    text = (FIXTURES / "hl7v2-oru-r01-dialog" / "complete" / "input.hl7").read_text()
+    first_item = "OBX|1|NM|1037651000000100^DIALOG item 1^SCT|score|5|"
+    assert first_item in text
+    text = text.replace(first_item, first_item.replace("|score|5|", "|score|2|"))
+    outcome, ack = inbound.handle_v2(text)
+    assert "MSA|AA" in ack, ack
+    assert outcome is not None
+    assert outcome.status == "stored"
+    means = [
+        r.resource["valueQuantity"]["value"]
+        for r in services.repo.search("Observation", SearchQuery(count=10)).resources
+    ]
+    assert any(str(m) not in ("4.5", "4.25", "4.75") and "." in str(m) for m in means), means
+    versions = _versions(services)
+    again, _ = inbound.handle_v2(text)
+    assert again is not None
+    assert again.status == "unchanged", again.written
+    assert _versions(services) == versions
