@@ -39,8 +39,9 @@ class Inbound:
     v2_sender_charsets: Mapping[str, str] = field(default_factory=dict)
 
     def map(self, spec: MappingSpec, record: SourceRecord) -> MappingResult:
-        """The mapped resources; those of a v2 message stamped with its source event, so an older
-        message re-delivered later cannot overwrite what a newer one wrote (fhir/source_event.py)."""
+        """The mapped resources, stamped with their source event when the record has one (a v2
+        message; an extract row whose mapping names an `event_time` column), so an older record
+        re-delivered later cannot overwrite what a newer one wrote (mapping/source_events.py)."""
         result = apply_mapping(spec, record, self.registry.concept_maps, self.settings)
         found = source_event(spec, record)
         if found is not None and found.event is not None:
