@@ -136,10 +136,16 @@ class _RuleRun:
         self.issue("error", "required", text, self.locate_name(selector, instance), rule_id)
 
     def locate_name(self, selector: str, instance: GroupInstance | None) -> str:
+        """The source field a selector names, as a record key where one can be derived, so that a
+        missing field inside a group is named like a present one (`OBX[3]-11`, ERR-2 `OBX^3^11`)."""
         selector = selector.split(" ?? ")[0]
-        if instance is not None and not selector.startswith("/"):
-            return next(iter(instance.keys.values()), selector).split("-")[0] + f" {selector}"
-        return selector.lstrip("/")
+        if instance is None or selector.startswith("/"):
+            return selector.lstrip("/")
+        for local, global_key in instance.keys.items():
+            named = _global_name(selector, local, global_key)
+            if named is not None:
+                return named
+        return next(iter(instance.keys.values()), selector).split("-")[0] + f" {selector}"
 
     def put(
         self,
@@ -365,3 +371,18 @@ class _RuleRun:
         result = total if spec.function == "sum" else total / Decimal(len(found))
         rounded = result.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
         return int(rounded) if rounded == rounded.to_integral_value() else float(rounded)
+
+
+def _global_name(selector: str, local: str, global_key: str) -> str | None:
+    """`selector`'s key in the record, from one (local, global) key pair of its group instance:
+    `OBX-5`/`OBX-5` (a first segment: keys coincide), `OBX-5`/`OBX[3]-5` (a later segment),
+    `1`/`PID-3[2].1` or `linkId`/`item[0].linkId` (a repetition or a path prefix). None when the
+    pair shows no such shape."""
+    if global_key == local:
+        return selector
+    segment, dash, _ = local.partition("-")
+    if dash and global_key.startswith(f"{segment}[") and selector.startswith(f"{segment}-"):
+        return global_key[: global_key.index("]") + 1] + selector[len(segment) :]
+    if global_key.endswith(local) and global_key[-len(local) - 1] in ".]":
+        return global_key[: -len(local)] + selector
+    return None

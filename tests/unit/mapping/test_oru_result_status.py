@@ -166,3 +166,29 @@ def test_f_replayed_after_w_is_superseded_and_does_not_unretract(services, inbou
     assert len(warnings) >= 3
     assert all("superseded" in i.text for i in warnings)
     assert _versions(services) == versions
+
+
+def test_a_missing_obx_11_is_named_like_a_present_one(services, inbound):
+    """A required field absent inside a group is named by its record key (`OBX[3]-11`), so the
+    ACK's ERR-2 points at it (`OBX^3^11`) as it does for a present but wrong value."""
+    segments = FINAL.decode().replace("\n", "\r").split("\r")
+    third = [i for i, s in enumerate(segments) if s.startswith("OBX|")][2]
+    fields = segments[third].split("|")
+    fields[11] = ""
+    segments[third] = "|".join(fields)
+    outcome, ack = inbound.handle_v2("\r".join(segments).encode())
+    assert _msa(ack).startswith("MSA|AE")
+    assert [e[2] for e in _errs(ack)] == ["OBX^3^11"]
+    assert outcome is not None
+    assert [i.expression for i in outcome.issues if i.is_blocking] == ["OBX[3]-11"]
+    assert services.repo.count() == 0
+
+
+def test_group_field_names_are_derived_from_the_instance_keys():
+    from adapter.mapping.rules import _global_name
+
+    assert _global_name("OBX-11", "OBX-5", "OBX-5") == "OBX-11"  # the first OBX
+    assert _global_name("OBX-11", "OBX-5", "OBX[3]-5") == "OBX[3]-11"
+    assert _global_name("4", "1", "PID-3[2].1") == "PID-3[2].4"  # a repetition
+    assert _global_name("answer", "linkId", "item[0].linkId") == "item[0].answer"  # a path prefix
+    assert _global_name("OBX-11", ".", "item[0]") is None  # no shape to derive from
