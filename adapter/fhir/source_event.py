@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from adapter.fhir.types import JsonObject
+from adapter.issue import Issue
 
 SOURCE_EVENT_URL: Final = "https://fhir.cmh-adapter.example/StructureDefinition/source-event"
 
@@ -102,3 +103,19 @@ def superseding(stored: Any, incoming: Any) -> SourceEvent | None:
     if held is None or held.sender != new.sender or held.instant <= new.instant:
         return None
     return held
+
+
+def superseded_issue(
+    ref: str, held: SourceEvent, sent: SourceEvent | None, expression: str
+) -> Issue:
+    """The warning for a stamped write left unwritten because the stored version `ref` reflects a
+    later event of the same sender. No patient data: times and message ids only."""
+    older = f" ({sent.instant.isoformat()})" if sent is not None else ""
+    by = f" of message {held.message}" if held.message else ""
+    return Issue(
+        "warning",
+        "business-rule",
+        f"Not written: {ref} already reflects a later event{by} ({held.instant.isoformat()}) from "
+        f"the same sender; this older event{older} is superseded",
+        expression=expression,
+    )

@@ -27,6 +27,7 @@ from adapter.fhir.patch import apply_json_patch, parse_json_patch
 from adapter.fhir.references import parse_reference
 from adapter.fhir.resource_types import SUPPORTED
 from adapter.fhir.search import parse_query_string
+from adapter.fhir.source_event import event_of, superseded_issue, superseding
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue, has_blocking
 from adapter.pipeline.bundles import BundleWriter
@@ -39,6 +40,7 @@ from adapter.store.conditional import (
 from adapter.store.repository import (
     Repository,
     StoredResource,
+    current_or_none,
     find_one_or_none,
     resource_lookup,
 )
@@ -235,6 +237,17 @@ class Pipeline:
         structural, judged = self.judge(resource, ctx)
         self.raise_if_blocking(structural, judged)
         with self.repo.unit_of_work() as uow:
+            sent = event_of(resource)
+            if sent is not None:  # stamped: an older event than the stored one's is not written
+                current = current_or_none(uow, resource_type, id)
+                held = superseding(current.resource, resource) if current is not None else None
+                if current is not None and held is not None:
+                    issue = superseded_issue(
+                        f"{resource_type}/{id}", held, sent, f"{resource_type}.meta"
+                    )
+                    return WriteResult(
+                        current, created=False, issues=[*info, *judged, issue], status=200
+                    )
             unchanged = unchanged_current(uow, resource, if_match)
             if unchanged is not None:
                 return WriteResult(unchanged, created=False, issues=info + judged, status=200)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from adapter.context import ValidationContext
 from adapter.errors import Conflict, InputError, PreconditionFailed
-from adapter.fhir.source_event import SourceEvent, event_of, superseding
+from adapter.fhir.source_event import SourceEvent, event_of, superseded_issue, superseding
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 from adapter.outcome import operation_outcome
@@ -141,16 +141,9 @@ def entry_response(stored: StoredResource, status: str, extra: JsonObject) -> Js
 
 
 def _superseded(e: Entry, held: SourceEvent) -> Issue:
-    """The warning for a stamped PUT left unwritten because the stored version is from a later
-    event of the same sender (fhir/source_event.py). No patient data: times and message ids."""
-    sent = event_of(e.resource)
-    older = f" ({sent.instant.isoformat()})" if sent is not None else ""
-    by = f" of message {held.message}" if held.message else ""
-    return Issue(
-        "warning",
-        "business-rule",
-        f"Not written: {e.target_type}/{e.target_id} already reflects a later event"
-        f"{by} ({held.instant.isoformat()}) from the same sender; this older event{older} is "
-        "superseded",
-        expression=f"Bundle.entry[{e.index}].resource.meta",
+    return superseded_issue(
+        f"{e.target_type}/{e.target_id}",
+        held,
+        event_of(e.resource),
+        f"Bundle.entry[{e.index}].resource.meta",
     )
