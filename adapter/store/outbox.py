@@ -25,18 +25,18 @@ from adapter.store.outbox_delivery import (
     DeliveryWorker,
     RetryPolicy,
 )
-from adapter.store.outbox_queue import (
+from adapter.store.outbox_messages import (
     DEAD_LETTERS,
     KEYS,
     MESSAGES,
     Message,
     MessageStatus,
-    Outbox,
     PendingWrites,
     Status,
     metadata,
     references_of,
 )
+from adapter.store.outbox_queue import Outbox
 from adapter.store.outbox_repository import OutboxRepository, collecting_accepted, note_accepted
 
 # The outbox's names, importable from here as before the split into one module per concept.

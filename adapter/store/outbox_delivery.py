@@ -27,12 +27,11 @@ from adapter.errors import (
 )
 from adapter.fhir.types import JsonObject
 from adapter.store.outbox_breaker import CircuitBreaker
-from adapter.store.outbox_queue import Message, Outbox, _now
-from adapter.store.remote import (
-    AsyncFhirClient,
-    answered_by_server,
-    transaction_bundle,
-)
+from adapter.store.outbox_messages import Message, _now
+from adapter.store.outbox_queue import Outbox
+from adapter.store.remote import AsyncFhirClient
+from adapter.store.remote_errors import answered_by_server
+from adapter.store.remote_requests import transaction_bundle
 
 # The logger keeps the name it had when this code lived in adapter/store/outbox.py.
 log = logging.getLogger("adapter.store.outbox")

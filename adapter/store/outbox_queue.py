@@ -1,135 +1,53 @@
 """The outbox queue: messages on the outbox tables, from enqueue to delivered or dead-lettered.
 
-`Outbox` owns the tables: enqueue (on the caller's connection, so a message commits with its
-writes), claim (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: the `BEGIN IMMEDIATE` write lock),
-settle, dead-letter, retry, purge, status. A message is not claimed while an earlier undelivered
-message writes a resource it writes or references, so a ServiceRequest never reaches the server
-before the Patient it points at. `PendingWrites` is one unit of work's writes as Bundle entries.
+`Outbox` owns the queue operations: enqueue (on the caller's connection, so a message commits with
+its writes), claim (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: the `BEGIN IMMEDIATE` write
+lock), settle, dead-letter, retry, purge, status. A message is not claimed while an earlier
+undelivered message writes a resource it writes or references, so a ServiceRequest never reaches
+the server before the Patient it points at. The tables and the message values (`Message`,
+`MessageStatus`, `PendingWrites`, one unit of work's writes as Bundle entries) are in
+`outbox_messages`. The names listed in `__all__` stay importable from here.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from adapter.fhir import jsonio
-from adapter.fhir.meta import without_store_meta
 from adapter.fhir.types import JsonObject
-from adapter.store.models import UtcDateTime
-from adapter.store.remote import (
-    delete_entry,
-    put_entry,
+from adapter.store.outbox_messages import (
+    DEAD_LETTERS,
+    KEYS,
+    MESSAGES,
+    Message,
+    MessageStatus,
+    PendingWrites,
+    Status,
+    _now,
+    metadata,
+    references_of,
 )
-from adapter.store.repository import StoredResource
 from adapter.store.sql import translate_db_errors, write_engine
 
-Status = Literal["pending", "delivered", "dead"]
-_REFERENCE_RE: Final = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})$")
-
-metadata = sa.MetaData()
-MESSAGES: Final = sa.Table(
-    "outbox_message",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("available_at", UtcDateTime, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("errors", sa.Text, nullable=False),
-    sa.Column("claimed_by", sa.String(64)),
-    sa.Column("claimed_until", UtcDateTime),
-    sa.Column("delivered_at", UtcDateTime),
-)
-KEYS: Final = sa.Table(
-    "outbox_key",
-    metadata,
-    sa.Column(
-        "message_id",
-        sa.Integer,
-        sa.ForeignKey("outbox_message.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("resource_key", sa.String(130), primary_key=True),
-    sa.Column("is_write", sa.Boolean, nullable=False),
-)
-DEAD_LETTERS: Final = sa.Table(
-    "outbox_dead_letter",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("message_id", sa.Integer, nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("errors", sa.Text, nullable=False),
-    sa.Column("replayed_at", UtcDateTime),
-)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def references_of(node: Any, found: set[str] | None = None) -> set[str]:
-    """Relative literal references (`Type/id`) anywhere in a resource."""
-    found = set() if found is None else found
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and _REFERENCE_RE.match(ref):
-            found.add(ref)
-        for value in node.values():
-            references_of(value, found)
-    elif isinstance(node, list):
-        for item in node:
-            references_of(item, found)
-    return found
-
-
-@dataclass(slots=True)
-class Message:
-    id: int
-    attempts: int
-    entries: list[JsonObject]
-    errors: list[JsonObject]
-
-
-@dataclass(frozen=True, slots=True)
-class MessageStatus:
-    id: int
-    status: Status
-    attempts: int
-    errors: list[JsonObject]
-    created_at: datetime
-    delivered_at: datetime | None
-    next_attempt_at: datetime
-    #: `Type/id` of each resource the message writes or deletes.
-    writes: list[str]
-    dead_letter_id: int | None
-
-
-@dataclass(slots=True)
-class PendingWrites:
-    """The writes of one unit of work, in order, as transaction Bundle entries."""
-
-    entries: list[JsonObject] = field(default_factory=list)
-    writes: set[str] = field(default_factory=set)
-    references: set[str] = field(default_factory=set)
-
-    def put(self, stored: StoredResource) -> None:
-        body = without_store_meta(stored.resource)
-        self.entries.append(put_entry(body))
-        self.writes.add(f"{stored.resource_type}/{stored.id}")
-        self.references |= references_of(body)
-
-    def delete(self, resource_type: str, id: str) -> None:
-        self.entries.append(delete_entry(resource_type, id))
-        self.writes.add(f"{resource_type}/{id}")
+# Names other modules import from here, besides the queue defined below.
+__all__ = [
+    "DEAD_LETTERS",
+    "KEYS",
+    "MESSAGES",
+    "Message",
+    "MessageStatus",
+    "Outbox",
+    "PendingWrites",
+    "Status",
+    "metadata",
+    "references_of",
+]
 
 
 class Outbox:

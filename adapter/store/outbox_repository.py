@@ -18,7 +18,8 @@ from adapter.errors import (
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 from adapter.store.outbox_breaker import CircuitBreaker
-from adapter.store.outbox_queue import Outbox, PendingWrites
+from adapter.store.outbox_messages import PendingWrites
+from adapter.store.outbox_queue import Outbox
 from adapter.store.repository import HistoryPage, SearchPage, SearchQuery, StoredResource
 from adapter.store.sql import SqlRepository, translate_db_errors
 

@@ -1,11 +1,13 @@
 """The HTTP backing store: any FHIR R4 server at `FHIR_BASE_URL`, behind the `Repository` protocol.
 
 `RemoteFhirRepository` (sync, pooled `httpx.Client`) serves reads and direct writes; `AsyncFhirClient`
-(pooled `httpx.AsyncClient`) is what the outbox delivers with. Both send requests built by the same
-helpers and run them inside `backend_errors` (`remote_errors`), the one context manager that turns
-httpx errors and backend answers into our error family and evens out backend quirks (409 vs 412).
-Authentication (none, a static bearer token, or SMART Backend Services) is built by `build_auth`
-(`remote_auth`). The names listed in `__all__` stay importable from here.
+(pooled `httpx.AsyncClient`) is what the outbox delivers with. This module holds the two clients.
+Both send requests built by the same helpers (`remote_requests`: bodies, headers, search parameters,
+transaction Bundle entries, and reading answers back as `StoredResource`s) and run them inside
+`backend_errors` (`remote_errors`), the one context manager that turns httpx errors and backend
+answers into our error family and evens out backend quirks (409 vs 412). Authentication (none, a
+static bearer token, or SMART Backend Services) is built by `build_auth` (`remote_auth`). The names
+listed in `__all__` stay importable from here.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Final
 from urllib.parse import quote
 
 import httpx
@@ -25,7 +25,6 @@ from adapter.errors import (
     InputError,
     UpstreamUnavailable,
 )
-from adapter.fhir import jsonio
 from adapter.fhir.meta import without_store_meta
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
@@ -37,6 +36,22 @@ from adapter.store.remote_errors import (
     check_status,
     map_status,
     outcome_issues,
+)
+from adapter.store.remote_requests import (
+    FHIR_JSON,
+    _body,
+    _entries,
+    _has_next,
+    _headers,
+    _limits,
+    _search_params,
+    _timeout,
+    delete_entry,
+    etag_of,
+    put_entry,
+    stored_from,
+    transaction_bundle,
+    transaction_precondition,
 )
 from adapter.store.repository import (
     COMMON_SEARCH_PARAMS,
@@ -68,128 +83,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-FHIR_JSON: Final = "application/fhir+json"
-
-
-# --- requests and answers ---------------------------------------------------------------------
-
-
-def etag_of(version_id: int) -> str:
-    return f'W/"{version_id}"'
-
-
-def _version_of(resource: JsonObject, response: httpx.Response | None = None) -> int:
-    """versionId as an int; from meta, else the ETag. Backends with non-numeric versions (Medplum
-    UUIDs) are not supported yet: they read as version 0."""
-    raw = (resource.get("meta") or {}).get("versionId")
-    if raw is None and response is not None:
-        raw = response.headers.get("ETag", "").removeprefix("W/").strip('"')
-    text = str(raw or "")
-    return int(text) if text.isdigit() else 0
-
-
-def _instant(resource: JsonObject) -> datetime:
-    raw = (resource.get("meta") or {}).get("lastUpdated")
-    if isinstance(raw, str):
-        try:
-            return datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-    return datetime.now(UTC)
-
-
-def stored_from(resource: JsonObject, response: httpx.Response | None = None) -> StoredResource:
-    return StoredResource(
-        resource_type=str(resource.get("resourceType")),
-        id=str(resource.get("id")),
-        version_id=_version_of(resource, response),
-        last_updated=_instant(resource),
-        resource=resource,
-    )
-
-
-def _body(resource: JsonObject) -> bytes:
-    return jsonio.dumps(resource).encode("utf-8")
-
-
-def _search_params(query: SearchQuery) -> list[tuple[str, str]]:
-    items = [
-        (p.name + (f":{p.modifier}" if p.modifier else ""), ",".join(p.values))
-        for p in query.params
-    ]
-    items += [("_count", str(query.count))]
-    if query.offset:
-        items.append(("_offset", str(query.offset)))
-    if query.sort:
-        items.append(("_sort", ",".join(query.sort)))
-    if query.total:
-        items.append(("_total", "accurate"))
-    return items
-
-
-def _has_next(bundle: JsonObject) -> bool:
-    return any(link.get("relation") == "next" for link in bundle.get("link") or [])
-
-
-def _entries(bundle: JsonObject, *, mode: str | None = "match") -> list[JsonObject]:
-    out: list[JsonObject] = []
-    for entry in bundle.get("entry") or []:
-        resource = entry.get("resource")
-        if not isinstance(resource, dict):
-            continue
-        if mode is not None and (entry.get("search") or {}).get("mode", "match") != mode:
-            continue
-        out.append(resource)
-    return out
-
-
-def transaction_bundle(entries: Sequence[JsonObject]) -> JsonObject:
-    return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
-
-
-def put_entry(resource: JsonObject, *, if_match: int | None = None) -> JsonObject:
-    """`PUT Type/id`: idempotent, so a re-delivered message leaves one resource (client-assigned id,
-    as FHIR-Converter does with ids derived from business identifiers)."""
-    target = f"{resource['resourceType']}/{resource['id']}"
-    request: JsonObject = {"method": "PUT", "url": target}
-    if if_match is not None:
-        request["ifMatch"] = etag_of(if_match)
-    return {"fullUrl": target, "resource": resource, "request": request}
-
-
-def delete_entry(resource_type: str, id: str, *, if_match: int | None = None) -> JsonObject:
-    request: JsonObject = {"method": "DELETE", "url": f"{resource_type}/{id}"}
-    if if_match is not None:
-        request["ifMatch"] = etag_of(if_match)
-    return {"request": request}
-
-
-def transaction_precondition(bundle: JsonObject) -> bool:
-    return any(
-        (e.get("request") or {}).get("ifMatch") or (e.get("request") or {}).get("ifNoneExist")
-        for e in bundle.get("entry") or []
-    )
-
-
-# --- the clients ------------------------------------------------------------------------------
-
-
-def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON, **(extra or {})}
-
-
-def _timeout(settings: Settings) -> httpx.Timeout:
-    return httpx.Timeout(
-        settings.fhir_timeout_seconds, connect=min(5.0, settings.fhir_timeout_seconds)
-    )
-
-
-def _limits(settings: Settings) -> httpx.Limits:
-    return httpx.Limits(
-        max_connections=settings.fhir_max_connections,
-        max_keepalive_connections=settings.fhir_max_connections,
-    )
 
 
 class AsyncFhirClient:
