@@ -10,23 +10,36 @@ objects, two types of one choice element, required elements, and `resourceType` 
 
 What the instance walk judges (ele-1 on empty elements, nulls, the remaining primitive formats,
 bindings, invariants) stays there and answers 422; this check does not report it again.
+What the check needs per definition path (the allowed properties, each primitive's check, the
+required elements) is worked out once into a `ShapePlan` (shapeplans.py).
 `adapter.fhir.parse.r4b_structural_issues` is the reference the differential corpus test compares
 this with.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from decimal import Decimal
 from functools import cache
 from typing import Final
 
 from adapter.conformance.definitions import CoreDefinitions, core_definitions
-from adapter.conformance.primitives import calendar_day_problem
+from adapter.conformance.shapeplans import (
+    ShapeCheck,
+    ShapePlan,
+    ShapeSlot,
+    build_shape_plan,
+    primitive_shape_problem,
+)
 from adapter.fhir.types import JsonObject, JsonValue
 from adapter.issue import Issue
+
+__all__ = [
+    "REFUSED_R4_TYPES",
+    "ShapeCheck",
+    "ShapeChecker",
+    "primitive_shape_problem",
+    "shape_checker",
+    "shape_issues",
+]
 
 #: R4 resource types refused although R4 defines them: the R4B models (our former structural
 #: check) lack them, so the adapter has never accepted them. Kept equal to that set by a unit test.
@@ -53,106 +66,8 @@ REFUSED_R4_TYPES: Final = frozenset(
     }
 )
 
-_INT32_MIN: Final = -(2**31)
-_INT32_MAX: Final = 2**31 - 1
-_INTEGER_TYPES: Final = frozenset({"integer", "positiveInt", "unsignedInt"})
-#: String primitives whose format the structural check owns (the rest are the walk's, as 422).
-_FORMAT_TYPES: Final = frozenset(
-    {"code", "id", "date", "dateTime", "instant", "time", "oid", "uuid"}
-)
-#: base64 as R4B decoded it: whitespace anywhere, whole 4-character groups, padding at the end.
-#: (The R4 regex, stricter about whitespace inside a group, is applied by the walk.)
-_BASE64: Final = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
-_WHITESPACE: Final = re.compile(r"\s+")
-_DATED: Final = frozenset({"date", "dateTime", "instant"})
 #: A primitive's `_name` sibling holds the Element part only.
 _ELEMENT_KEYS: Final = frozenset({"id", "extension"})
-
-
-@cache
-def _format(type_code: str) -> re.Pattern[str]:
-    return re.compile(core_definitions().primitive_regex[type_code])
-
-
-def primitive_shape_problem(type_code: str, value: JsonValue) -> str | None:
-    """Why `value` cannot be a `type_code` in FHIR JSON, or None. The text never echoes the value."""
-    if type_code == "boolean":
-        return None if value is True or value is False else "must be a JSON boolean"
-    if type_code in _INTEGER_TYPES:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return "must be a JSON integer"
-        if not _INT32_MIN <= value <= _INT32_MAX:
-            return "is outside the 32-bit integer range"
-        if type_code == "positiveInt" and value < 1:
-            return "must be 1 or more"
-        if type_code == "unsignedInt" and value < 0:
-            return "must be 0 or more"
-        return None
-    if type_code == "decimal":
-        if isinstance(value, bool) or not isinstance(value, (int, Decimal, float)):
-            return "must be a JSON number"
-        return None
-    if not isinstance(value, str):
-        return "must be a JSON string"
-    if type_code == "string":
-        return None if value else "must not be empty"
-    if type_code == "base64Binary":
-        return None if _BASE64.fullmatch(_WHITESPACE.sub("", value)) else "is not valid base64"
-    if type_code not in _FORMAT_TYPES:
-        return None  # uri, url, canonical, markdown, xhtml: formats judged by the walk (422)
-    if not _format(type_code).fullmatch(value):
-        return f"is not a valid {type_code}"
-    if type_code in _DATED:
-        return calendar_day_problem(value, type_code)
-    return None
-
-
-ShapeCheck = Callable[[JsonValue], str | None]
-
-
-def _fast_check(type_code: str) -> ShapeCheck:
-    """`primitive_shape_problem` for one type, answering the common valid values without the
-    chain of type tests (anything else goes to it, so the answers are the same)."""
-
-    def full(value: JsonValue) -> str | None:
-        return primitive_shape_problem(type_code, value)
-
-    if type_code == "boolean":
-        return lambda v: None if v is True or v is False else full(v)
-    if type_code in _INTEGER_TYPES:
-        low = {"positiveInt": 1, "unsignedInt": 0}.get(type_code, _INT32_MIN)
-        return lambda v: None if type(v) is int and low <= v <= _INT32_MAX else full(v)
-    if type_code == "decimal":
-        return lambda v: None if type(v) is Decimal or type(v) is int else full(v)
-    if type_code == "string":
-        return lambda v: None if type(v) is str and v else full(v)
-    if type_code == "base64Binary" or type_code in _FORMAT_TYPES:
-        return full
-    return lambda v: None if type(v) is str else full(v)  # uri, markdown, …: any string
-
-
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    """One allowed JSON property at a definition path, with what the check needs of it."""
-
-    repeats: bool
-    primitive: bool
-    type_code: str  # for a resource's own `id`: "id"
-    def_path: str
-    resource: bool  # of type Resource: checked as a resource of its own `resourceType`
-    choice: str | None  # the choice element (`value` for `valueString`), or None
-    #: `primitive_shape_problem` for `type_code` (primitives only)
-    check: ShapeCheck | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """The allowed properties at a definition path (resource root or not) and its minimums."""
-
-    slots: dict[str, _Slot]
-    #: (element name, the properties any one of which makes it present)
-    required: tuple[tuple[str, frozenset[str]], ...]
-    resource_root: bool  # `resourceType` is allowed
 
 
 class ShapeChecker:
@@ -160,9 +75,9 @@ class ShapeChecker:
 
     def __init__(self, defs: CoreDefinitions) -> None:
         self._defs = defs
-        self._plans: dict[tuple[str, bool], _Plan] = {}
+        self._plans: dict[tuple[str, bool], ShapePlan] = {}
         #: The same plans for resource_root False, by definition path alone (the hot lookup).
-        self._element_plans: dict[str, _Plan] = {}
+        self._element_plans: dict[str, ShapePlan] = {}
 
     def is_accepted_type(self, resource_type: str) -> bool:
         return self._defs.is_resource(resource_type) and resource_type not in REFUSED_R4_TYPES
@@ -189,40 +104,11 @@ class ShapeChecker:
             return [Issue("error", "structure", "The resource is nested too deeply", rt)]
         return out
 
-    def _plan(self, def_path: str, resource_root: bool) -> _Plan:
+    def _plan(self, def_path: str, resource_root: bool) -> ShapePlan:
         hit = self._plans.get((def_path, resource_root))
         if hit is not None:
             return hit
-        defs = self._defs
-        if def_path == "Element":  # not in the tables: the two children every type declares
-            ext = defs.children("Extension")
-            children = {"id": ext["id"], "extension": ext["extension"]}
-        else:
-            children = defs.children(def_path)
-        slots: dict[str, _Slot] = {}
-        for key, child in children.items():
-            choice = child.name if child.element.path.endswith("[x]") else None
-            type_code = "id" if resource_root and key == "id" else child.type_code
-            slot = _Slot(
-                child.element.is_array,
-                child.is_primitive,
-                type_code,
-                child.def_path,
-                child.type_code == "Resource",
-                choice,
-                _fast_check(type_code) if child.is_primitive else None,
-            )
-            slots[key] = slot
-            # a resource's own id is a plain string: no `_id` with an id or extensions
-            if child.is_primitive and not (resource_root and key == "id"):
-                slots["_" + key] = slot
-        required: list[tuple[str, frozenset[str]]] = []
-        for el in defs.required_children(def_path) if def_path != "Element" else ():
-            name = el.path.rsplit(".", 1)[-1].removesuffix("[x]")
-            keys = [k for k, c in children.items() if c.element is el]
-            keys += ["_" + k for k in keys if children[k].is_primitive]
-            required.append((name, frozenset(keys)))
-        plan = _Plan(slots, tuple(required), resource_root)
+        plan = build_shape_plan(self._defs, def_path, resource_root)
         self._plans[(def_path, resource_root)] = plan
         if not resource_root:
             self._element_plans[def_path] = plan
@@ -246,7 +132,7 @@ class ShapeChecker:
         else:
             self._node(node, self._plan(rt, True), path, out)
 
-    def _node(self, node: JsonObject, plan: _Plan, path: str, out: list[Issue]) -> None:
+    def _node(self, node: JsonObject, plan: ShapePlan, path: str, out: list[Issue]) -> None:
         slots = plan.slots
         #: (choice, property) of each choice property, in order: two or more are then compared
         chosen: list[tuple[str, str]] | None = None
@@ -347,7 +233,7 @@ class ShapeChecker:
                     Issue("error", "structure", "Required element is missing", f"{path}.{name}")
                 )
 
-    def _complex(self, slot: _Slot, item: JsonValue, path: str, out: list[Issue]) -> None:
+    def _complex(self, slot: ShapeSlot, item: JsonValue, path: str, out: list[Issue]) -> None:
         if not isinstance(item, dict):
             text = "Null is not allowed in this array" if item is None else "Expected a JSON object"
             out.append(Issue("error", "structure", text, path))
@@ -357,7 +243,12 @@ class ShapeChecker:
             self._node(item, self._plan(slot.def_path, False), path, out)
 
     def _primitive_element(
-        self, value: JsonValue, primitive_value: JsonValue, slot: _Slot, path: str, out: list[Issue]
+        self,
+        value: JsonValue,
+        primitive_value: JsonValue,
+        slot: ShapeSlot,
+        path: str,
+        out: list[Issue],
     ) -> None:
         """`_name`: the id and extensions of primitive `name`, aligned with it when it repeats."""
         if not slot.repeats:
@@ -395,7 +286,7 @@ class ShapeChecker:
             self._node(item, self._plan("Element", False), path, out)
 
 
-def _clean_node(node: JsonObject, plan: _Plan, plans: dict[str, _Plan]) -> bool:
+def _clean_node(node: JsonObject, plan: ShapePlan, plans: dict[str, ShapePlan]) -> bool:
     """Whether `_node` would find nothing in `node`, of element `plan`: every required element,
     at most one choice property, and only properties (no `_name`) that are single primitives of
     a valid value, or element-typed children whose plan is in `plans` (element plans by path),
