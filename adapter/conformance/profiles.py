@@ -6,87 +6,39 @@ the resource lists it in meta.profile or the caller asks for it (ctx.profiles, t
 pattern[x] values, required bindings to our ValueSets (expanded from our CodeSystems), Reference
 target types, slices discriminated by value (identifier system, coding) and FHIRPath constraints.
 Profiles we do not hold are ignored unless they claim our canonical base, which is an error.
+How a StructureDefinition is compiled, and which instance nodes an element id selects, is
+compiledprofile.py; this module holds the artefacts and applies the rules.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
-from adapter.conformance.invariants import Invariant, InvariantRunner, compile_invariant
+from adapter.conformance.compiledprofile import (
+    CompiledProfile,
+    Located,
+    Segment,
+    canonical_url,
+    compile_profile,
+    contains_pattern,
+    prefixed,
+    select_nodes,
+)
+from adapter.conformance.invariants import InvariantRunner
 from adapter.conformance.terminology import KnownArtefacts
 from adapter.errors import ArtefactLoadError
 from adapter.fhir.references import parse_reference
 from adapter.fhir.types import JsonObject, JsonValue
 from adapter.issue import Issue
 
+__all__ = ["OUR_BASE", "CompiledProfile", "Located", "ProfileRegistry", "Segment"]
+
 OUR_BASE: Final = "https://fhir.cmh-adapter.example/"
 _FOLDERS: Final = ("structure-definitions", "value-sets", "code-systems", "questionnaires")
 _RUNNER: Final = InvariantRunner()
-
-Located = tuple[JsonValue, str]  # (instance node, its FHIRPath-style path)
-
-
-def _canonical(url: str) -> str:
-    return url.split("|", 1)[0]
-
-
-def _prefixed(el: JsonObject, prefix: str) -> tuple[str, JsonValue] | None:
-    for k, v in el.items():
-        if k.startswith(prefix) and k[len(prefix) :][:1].isupper():
-            return k, v
-    return None
-
-
-def _contains(value: JsonValue, pattern: JsonValue) -> bool:
-    if isinstance(pattern, dict):
-        return isinstance(value, dict) and all(
-            k in value and _contains(value[k], v) for k, v in pattern.items()
-        )
-    if isinstance(pattern, list):
-        return isinstance(value, list) and all(any(_contains(x, p) for x in value) for p in pattern)
-    return bool(value == pattern)
-
-
-def _get(node: JsonValue, name: str) -> JsonValue:
-    return node.get(name) if isinstance(node, dict) else None
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    name: str
-    slice: str | None
-
-
-@dataclass
-class CompiledProfile:
-    url: str
-    id: str
-    type: str
-    elements: list[JsonObject]
-    constraints: dict[str, list[Invariant]] = field(default_factory=dict)
-
-    @cached_property
-    def slice_filters(self) -> dict[str, list[tuple[str, JsonValue]]]:
-        """element id of a slice -> [(child name, fixed/pattern value)] that select its members."""
-        out: dict[str, list[tuple[str, JsonValue]]] = {}
-        for el in self.elements:
-            eid = str(el.get("id", el["path"]))
-            own = _prefixed(el, "fixed") or _prefixed(el, "pattern")
-            if el.get("sliceName") and ":" in eid.rsplit(".", 1)[-1] and own is not None:
-                # a `$this` pattern/value discriminator: the slice's own value selects members
-                out.setdefault(eid, []).append(("$this", own[1]))
-            head, _, child = eid.rpartition(".")
-            if ":" not in head.rsplit(".", 1)[-1]:
-                continue
-            fixed = _prefixed(el, "fixed") or _prefixed(el, "pattern")
-            if fixed is not None:
-                out.setdefault(head, []).append((child, fixed[1]))
-        return out
 
 
 class ProfileRegistry:
@@ -115,7 +67,7 @@ class ProfileRegistry:
         for required in ("id", "version", "status"):
             if required not in res and where != "<supporting>":
                 raise ArtefactLoadError(where, f"missing {required}")
-        url = _canonical(res["url"])
+        url = canonical_url(res["url"])
         kind = res.get("resourceType")
         if kind == "StructureDefinition":
             if not isinstance(res.get("differential", {}).get("element"), list):
@@ -131,7 +83,7 @@ class ProfileRegistry:
             raise ArtefactLoadError(where, f"unexpected resourceType {kind!r}")
 
     def questionnaire(self, canonical: str) -> JsonObject | None:
-        return self.questionnaires.get(_canonical(canonical))
+        return self.questionnaires.get(canonical_url(canonical))
 
     # -- profiles ------------------------------------------------------------------------------
 
@@ -155,7 +107,7 @@ class ProfileRegistry:
         # Supporting StructureDefinitions (e.g. shipped with a $validate call) are applied from
         # their differential like ours; they are compiled per call and not cached.
         extra: dict[str, JsonObject] = {
-            _canonical(sd["url"]): sd
+            canonical_url(sd["url"]): sd
             for sd in supporting
             if sd.get("resourceType") == "StructureDefinition"
             and isinstance(sd.get("url"), str)
@@ -163,7 +115,7 @@ class ProfileRegistry:
         }
         issues: list[Issue] = []
         rt = str(resource.get("resourceType"))
-        for url in dict.fromkeys(_canonical(u) for u in urls):
+        for url in dict.fromkeys(canonical_url(u) for u in urls):
             profile = self._profile(url, extra)
             if profile is None:
                 if url.startswith(OUR_BASE):
@@ -193,77 +145,10 @@ class ProfileRegistry:
         sd = sd or extra.get(url)
         if sd is None or sd.get("derivation") == "specialization":
             return None
-        elements = [e for e in sd["differential"]["element"] if isinstance(e, dict) and "path" in e]
-        profile = CompiledProfile(url, str(sd.get("id", url)), str(sd.get("type")), elements)
-        for el in elements:
-            for c in el.get("constraint") or []:
-                if (
-                    c.get("severity") == "error"
-                    and isinstance(c.get("expression"), str)
-                    # fhirpathpy 2.2 gives wrong type() results on %context/%resource: never
-                    # judge with it (counts as passed, like any invariant we cannot evaluate)
-                    and ".type()" not in c["expression"]
-                ):
-                    inv = compile_invariant(
-                        str(c.get("key")), c["expression"], str(c.get("human", ""))
-                    )
-                    if inv is not None:
-                        profile.constraints.setdefault(str(el.get("id", el["path"])), []).append(
-                            inv
-                        )
+        profile = compile_profile(url, sd)
         if cache:
             self._compiled[url] = profile
         return profile
-
-    def _select(
-        self,
-        profile: CompiledProfile,
-        resource: JsonObject,
-        eid: str,
-    ) -> Iterator[tuple[Located, list[Located]]]:
-        """(parent, children) pairs for the element id, slices applied."""
-        parts = eid.split(".")
-        parents: list[Located] = [(resource, parts[0])]
-        prefix = parts[0]
-        for i, part in enumerate(parts[1:], start=1):
-            name, _, slice_name = part.partition(":")
-            prefix = f"{prefix}.{part}"
-            last = i == len(parts) - 1
-            next_parents: list[Located] = []
-            for node, path in parents:
-                kids = list(self._children(node, path, name))
-                if slice_name:
-                    filters = profile.slice_filters.get(prefix, [])
-                    kids = [
-                        (k, p)
-                        for k, p in kids
-                        if all(_contains(k if f == "$this" else _get(k, f), v) for f, v in filters)
-                    ]
-                if last:
-                    yield (node, path), kids
-                next_parents += kids
-            parents = next_parents
-        if len(parts) == 1:
-            yield (resource, parts[0]), [(resource, parts[0])]
-
-    @staticmethod
-    def _children(node: JsonValue, path: str, name: str) -> Iterator[Located]:
-        if not isinstance(node, dict):
-            return
-        keys = (
-            [name]
-            if not name.endswith("[x]")
-            else [k for k in node if k.startswith(name[:-3]) and k[len(name) - 3 :][:1].isupper()]
-        )
-        for key in keys:
-            value = node.get(key)
-            if value is None:
-                continue
-            if isinstance(value, list):
-                for j, v in enumerate(value):
-                    yield v, f"{path}.{key}[{j}]"
-            else:
-                yield value, f"{path}.{key}"
 
     def _check(
         self, profile: CompiledProfile, resource: JsonObject, known: KnownArtefacts | None
@@ -272,7 +157,7 @@ class ProfileRegistry:
         tag = f" (profile {profile.id})"
         for el in profile.elements:
             eid = str(el.get("id", el["path"]))
-            for (_, parent_path), kids in self._select(profile, resource, eid):
+            for (_, parent_path), kids in select_nodes(profile, resource, eid):
                 name = eid.rsplit(".", 1)[-1]
                 lo, hi = el.get("min"), el.get("max")
                 if isinstance(lo, int) and len(kids) < lo:
@@ -311,17 +196,17 @@ class ProfileRegistry:
         known: KnownArtefacts | None = None,
     ) -> list[Issue]:
         out: list[Issue] = []
-        fixed = _prefixed(el, "fixed")
+        fixed = prefixed(el, "fixed")
         if fixed is not None and kid != fixed[1]:
             out.append(Issue("error", "value", f"Value does not equal the fixed value{tag}", path))
-        pattern = _prefixed(el, "pattern")
-        if pattern is not None and not _contains(kid, pattern[1]):
+        pattern = prefixed(el, "pattern")
+        if pattern is not None and not contains_pattern(kid, pattern[1]):
             out.append(
                 Issue("error", "value", f"Value does not match the required pattern{tag}", path)
             )
         binding = el.get("binding")
         if isinstance(binding, dict) and binding.get("strength") == "required":
-            url = _canonical(str(binding.get("valueSet", "")))
+            url = canonical_url(str(binding.get("valueSet", "")))
             enumerated = known.enumerated_value_sets.get(url) if known is not None else None
             if (url in self.value_sets and not self._in_value_set(url, kid)) or (
                 url not in self.value_sets
