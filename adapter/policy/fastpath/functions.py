@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from adapter.policy.fastpath.access import FHIR_TYPES, _member_of, _then_member
-from adapter.policy.fastpath.criteria import (
+from adapter.policy.fastpath.criteria import _equals_shape, _predicate
+from adapter.policy.fastpath.criterialoops import (
     _all_predicate,
-    _equals_shape,
     _exists_predicate,
-    _predicate,
     _where_equals,
     _where_equals_indexed,
     _where_predicate,
