@@ -15,8 +15,9 @@ Two ways out to fhirpathpy, so a result is never guessed:
 
 The modules, from the bottom up: `errors` (the two ways out), `dispatch` (one node to its handler),
 `focus` (the per-resource cache), `access` (members and choice types), `values` (certain value
-semantics), `nodes` (reading the parse tree), `operators`, `criteria` (item shortcuts for
-where/all/exists), `functions`, `compiler` (the tree walk, `compile_fast`).
+semantics), `nodes` (reading the parse tree), `operators`, `criteria` (item predicates for
+where/all/exists), `criterialoops` (the loops that apply them), `functions`, `compiler` (the tree
+walk, `compile_fast`).
 
 tests/unit/policy/test_fastpath.py runs every rule and guard over every fixture through both paths
 and requires identical answers.
