@@ -24,7 +24,7 @@ import hl7
 from adapter.errors import SourceParseError
 from adapter.issue import Issue
 from adapter.sources.record import ERROR_KEY, GroupInstance, SourceRecord
-from adapter.sources.v2_charset import decode_message, readable_text
+from adapter.sources.v2_charset import decode_message, no_msh, readable_text
 
 _BATCH_SEGMENTS_BYTES: Final = frozenset({b"FHS", b"FTS", b"BHS", b"BTS"})
 _SEGMENT_ID: Final = re.compile(r"^[A-Z][A-Z0-9]{2}$")
@@ -145,16 +145,7 @@ def parse_message(
     )
     raw = _normalise(raw)
     if not raw.startswith("MSH"):
-        raise SourceParseError(
-            [
-                Issue(
-                    "fatal",
-                    "structure",
-                    "An HL7 v2 message starts with an MSH segment",
-                    expression="MSH",
-                )
-            ]
-        )
+        raise no_msh()
     # python-hl7 parses the MSH (delimiters, escapes); the body is split with str.split, which
     # keys every field exactly as walking python-hl7's full tree does (tests/support/hl7_reference.py,
     # checked by a differential test) at a tenth of the cost.

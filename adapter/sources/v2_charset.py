@@ -79,6 +79,20 @@ _ESCAPE: Final = b"\x1b"
 _SELF_CHECKING_CODECS: Final = frozenset({"utf-8"})
 
 
+def no_msh() -> SourceParseError:
+    """The error for data that does not start with an MSH segment (bytes here, text in hl7v2)."""
+    return SourceParseError(
+        [
+            Issue(
+                "fatal",
+                "structure",
+                "An HL7 v2 message starts with an MSH segment",
+                expression="MSH",
+            )
+        ]
+    )
+
+
 def _refuse(code: IssueCode, text: str) -> SourceParseError:
     return SourceParseError([Issue("fatal", code, text, expression="MSH-18")])
 
@@ -194,16 +208,7 @@ def decode_message(
     bytes of `data`."""
     msh = _read_msh(data)
     if msh is None:
-        raise SourceParseError(
-            [
-                Issue(
-                    "fatal",
-                    "structure",
-                    "An HL7 v2 message starts with an MSH segment",
-                    expression="MSH",
-                )
-            ]
-        )
+        raise no_msh()
     value, has_alternates = _charset_field(msh)
     codec, sender = _choose(value, msh, default_charset, sender_charsets)
     try:

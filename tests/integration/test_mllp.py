@@ -34,13 +34,13 @@ def _exchange(port: int, message: bytes) -> str:
     return data.split(FS_CR, 1)[0].lstrip(VT).decode("utf-8")
 
 
-@pytest.fixture
-def listener(tmp_path):
+def _start_listener(env_extra: dict[str, str], database_url: str) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = {
         **os.environ,
-        "ADAPTER_DATABASE_URL": f"sqlite:///{tmp_path / 'mllp.sqlite3'}",
+        "ADAPTER_DATABASE_URL": database_url,
         "ADAPTER_AUTO_MIGRATE": "true",
+        **env_extra,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "adapter.cli", "mllp", "--port", str(port)],
@@ -49,18 +49,30 @@ def listener(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    return proc, port
+
+
+def _wait_until_listening(proc: subprocess.Popen, port: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "listener exited")
+            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return
         except OSError:
             time.sleep(0.2)
-    else:
+    raise AssertionError("listener did not start")
+
+
+@pytest.fixture
+def listener(tmp_path):
+    proc, port = _start_listener({}, f"sqlite:///{tmp_path / 'mllp.sqlite3'}")
+    try:
+        _wait_until_listening(proc, port)
+    except AssertionError:
         proc.kill()
-        raise AssertionError("listener did not start")
+        raise
     yield port
     proc.terminate()
     proc.wait(timeout=10)

@@ -6,17 +6,13 @@ and PostgreSQL), and as the `adapter mllp` process, which takes its default from
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
-import time
 
 from adapter.mllp import END, START, serve
 from adapter.settings import Settings
 from adapter.store.repository import SearchQuery
 from adapter.wiring import build_services
-from tests.integration.test_mllp import ROOT, _free_port
+from tests.integration.test_mllp import _start_listener, _wait_until_listening
 from tests.unit.mapping import test_inbound as _shared
 from tests.unit.mapping.test_v2_charset import ZOE, referral
 
@@ -78,37 +74,6 @@ def test_an_undecodable_message_over_mllp_is_acked_ar_naming_msh_18_and_nothing_
     assert segments[1].startswith("MSA|AR")
     assert any(s.startswith("ERR||MSH^1^18|") for s in segments), segments
     assert services.repo.count() == 0
-
-
-def _start_listener(env_extra: dict[str, str], database_url: str) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "ADAPTER_DATABASE_URL": database_url,
-        "ADAPTER_AUTO_MIGRATE": "true",
-        **env_extra,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "adapter.cli", "mllp", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    return proc, port
-
-
-def _wait_until_listening(proc: subprocess.Popen, port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("listener did not start")
 
 
 def _exchange(port: int, payload: bytes) -> bytes:

@@ -34,8 +34,8 @@ from adapter.mllp import END, START, serve, server_tls_context
 from adapter.settings import Settings
 from adapter.store.repository import SearchQuery
 from adapter.wiring import build_services
-from tests.integration.test_mllp import FIXTURES, ROOT, _free_port
-from tests.integration.test_mllp_charset import _ack_text, _wait_until_listening
+from tests.integration.test_mllp import FIXTURES, ROOT, _free_port, _wait_until_listening
+from tests.integration.test_mllp_charset import _ack_text
 from tests.unit.mapping import test_inbound as _shared
 
 pytestmark = pytest.mark.integration
