@@ -27,7 +27,7 @@ from adapter.fhir.patch import apply_json_patch, parse_json_patch
 from adapter.fhir.references import parse_reference
 from adapter.fhir.resource_types import SUPPORTED
 from adapter.fhir.search import parse_query_string
-from adapter.fhir.source_event import event_of, superseded_issue, superseding
+from adapter.fhir.source_event import event_of, superseded_issue
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue, has_blocking
 from adapter.pipeline.bundles import BundleWriter
@@ -35,12 +35,12 @@ from adapter.pipeline.entries import new_id
 from adapter.pipeline.hooks import WriteHook, call_hook
 from adapter.store.conditional import (
     lock_criteria,
+    superseded_current,
     unchanged_current,
 )
 from adapter.store.repository import (
     Repository,
     StoredResource,
-    current_or_none,
     find_one_or_none,
     resource_lookup,
 )
@@ -237,17 +237,15 @@ class Pipeline:
         structural, judged = self.judge(resource, ctx)
         self.raise_if_blocking(structural, judged)
         with self.repo.unit_of_work() as uow:
-            sent = event_of(resource)
-            if sent is not None:  # stamped: an older event than the stored one's is not written
-                current = current_or_none(uow, resource_type, id)
-                held = superseding(current.resource, resource) if current is not None else None
-                if current is not None and held is not None:
-                    issue = superseded_issue(
-                        f"{resource_type}/{id}", held, sent, f"{resource_type}.meta"
-                    )
-                    return WriteResult(
-                        current, created=False, issues=[*info, *judged, issue], status=200
-                    )
+            superseded = superseded_current(uow, resource)
+            if superseded is not None:  # an older source event than the stored one's
+                current, held = superseded
+                issue = superseded_issue(
+                    f"{resource_type}/{id}", held, event_of(resource), f"{resource_type}.meta"
+                )
+                return WriteResult(
+                    current, created=False, issues=[*info, *judged, issue], status=200
+                )
             unchanged = unchanged_current(uow, resource, if_match)
             if unchanged is not None:
                 return WriteResult(unchanged, created=False, issues=info + judged, status=200)

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 from adapter.context import ValidationContext
 from adapter.errors import Conflict, InputError, PreconditionFailed
-from adapter.fhir.source_event import SourceEvent, event_of, superseded_issue, superseding
+from adapter.fhir.source_event import SourceEvent, event_of, superseded_issue
 from adapter.fhir.types import JsonObject
 from adapter.issue import Issue
 from adapter.outcome import operation_outcome
 from adapter.pipeline.entries import Entry
-from adapter.store.conditional import NOT_READ, unchanged_current
-from adapter.store.repository import Repository, StoredResource, current_or_none
+from adapter.store.conditional import superseded_current, unchanged_current
+from adapter.store.repository import Repository, StoredResource
 
 if TYPE_CHECKING:
     from adapter.pipeline.core import Pipeline
@@ -65,23 +65,13 @@ def execute_entry(
         _store_provenance(pipeline, uow, stored, judged, ctx)
         return entry_response(stored, "201 Created", outcome)
     if e.method == "PUT" and e.resource is not None:
-        known = e.current
-        if event_of(e.resource) is not None:  # stamped: settle "superseded" under this unit
-            if known is NOT_READ:
-                known = current_or_none(uow, str(e.target_type), str(e.target_id))
-            held = (
-                superseding(known.resource, e.resource)
-                if isinstance(known, StoredResource)
-                else None
+        superseded = superseded_current(uow, e.resource, e.current)
+        if superseded is not None:
+            current, held = superseded
+            return entry_response(
+                current, "200 OK", {"outcome": operation_outcome([*warnings, _superseded(e, held)])}
             )
-            if held is not None:
-                assert isinstance(known, StoredResource)
-                return entry_response(
-                    known,
-                    "200 OK",
-                    {"outcome": operation_outcome([*warnings, _superseded(e, held)])},
-                )
-        unchanged = unchanged_current(uow, e.resource, e.if_match, known)
+        unchanged = unchanged_current(uow, e.resource, e.if_match, e.current)
         if unchanged is not None:
             return entry_response(unchanged, "200 OK", outcome)
         stored, created = uow.update(e.resource, if_match=e.if_match)

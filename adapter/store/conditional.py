@@ -6,6 +6,8 @@
   `conditional_lock_keys` lists a batch's criteria in one sorted order, so batches cannot deadlock.
 - `unchanged_current` answers the current version when an update would change nothing (as HAPI
   does): re-sent feeds then add no versions.
+- `superseded_current` answers the current version when an update is stamped with an older source
+  event of the same sender than it (`fhir/source_event.py`): a replayed message writes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Final
 from adapter.errors import AdapterError
 from adapter.fhir.meta import same_json, without_store_meta
 from adapter.fhir.search import parse_query_string
+from adapter.fhir.source_event import SourceEvent, event_of, superseding
 from adapter.fhir.types import JsonObject
 from adapter.store.repository import Repository, SearchParam, StoredResource, current_or_none
 
@@ -88,3 +91,22 @@ def unchanged_current(
     if held == sent or same_json(sent, held):  # `==` first: the usual answer, at C speed
         return current
     return None
+
+
+def superseded_current(
+    repo: Repository, resource: JsonObject, known: StoredResource | object | None = NOT_READ
+) -> tuple[StoredResource, SourceEvent] | None:
+    """(The current version, its source event) when `resource` is stamped with an older event of
+    the same sender, so the update must not be written; None otherwise. An unstamped resource is
+    never read for. `known` as in `unchanged_current`."""
+    if event_of(resource) is None:
+        return None
+    current = (
+        current_or_none(repo, str(resource["resourceType"]), str(resource["id"]))
+        if known is NOT_READ
+        else known
+    )
+    if not isinstance(current, StoredResource):
+        return None
+    held = superseding(current.resource, resource)
+    return None if held is None else (current, held)

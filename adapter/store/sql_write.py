@@ -157,22 +157,13 @@ def _put(
                 conn, driver, resource_type, resource_id, resource, 1, now, is_new=True
             )
             return stored, True
-        version_id = current.version_id + 1
-        if not _compare_and_set(
-            conn,
-            driver,
-            resource_type,
-            resource_id,
-            current.version_id,
-            version_id,
-            now,
-            deleted=False,
-        ):
-            if if_match is not None:
-                raise _stale(resource_type, if_match, None)
+        moved_to = _next_version(
+            conn, driver, resource_type, resource_id, current, now, if_match, deleted=False
+        )
+        if moved_to is None:
             continue
         stored = _write_version(
-            conn, driver, resource_type, resource_id, resource, version_id, now, is_new=False
+            conn, driver, resource_type, resource_id, resource, moved_to, now, is_new=False
         )
         return stored, current.deleted
 
@@ -218,19 +209,10 @@ def _delete(
                 conn, driver, resource_type, resource_id, current.version_id, allow_deleted=True
             )
         now = _now(clock)
-        version_id = current.version_id + 1
-        if not _compare_and_set(
-            conn,
-            driver,
-            resource_type,
-            resource_id,
-            current.version_id,
-            version_id,
-            now,
-            deleted=True,
-        ):
-            if if_match is not None:
-                raise _stale(resource_type, if_match, None)
+        version_id = _next_version(
+            conn, driver, resource_type, resource_id, current, now, if_match, deleted=True
+        )
+        if version_id is None:
             continue
         tombstone = _versioned(
             {"resourceType": resource_type}, resource_id, version_id, format_instant(now)
@@ -247,6 +229,36 @@ def _delete(
         )
         _reindex(conn, driver, resource_type, resource_id, None, had_rows=True)
         return StoredResource(resource_type, resource_id, version_id, now, tombstone, deleted=True)
+
+
+def _next_version(
+    conn: Connection,
+    driver: _DriverSql,
+    resource_type: str,
+    resource_id: str,
+    current: _Current,
+    now: datetime,
+    if_match: int | None,
+    *,
+    deleted: bool,
+) -> int | None:
+    """The version the current row was moved to from `current`; None when a concurrent writer
+    moved it first (read again and retry), or a 412 when the caller's If-Match is now stale."""
+    version_id = current.version_id + 1
+    if _compare_and_set(
+        conn,
+        driver,
+        resource_type,
+        resource_id,
+        current.version_id,
+        version_id,
+        now,
+        deleted=deleted,
+    ):
+        return version_id
+    if if_match is not None:
+        raise _stale(resource_type, if_match, None)
+    return None
 
 
 def _insert_current(
